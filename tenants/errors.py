@@ -1,0 +1,116 @@
+"""The one hierarchy of domain errors. `tenants.api.exception_handler` renders them as
+
+    {"error": {"type": ..., "code": ..., "message": ..., "param": ...}}
+
+with the HTTP status below. `code` values are part of the public API: never rename one.
+"""
+
+from __future__ import annotations
+
+
+class ImagegateError(Exception):
+    status_code = 500
+    type = "api_error"
+    code = "internal_error"
+    default_message = "An internal error occurred."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        self.message = message or self.default_message
+        self.param = param
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, "code": self.code, "message": self.message, "param": self.param}
+
+
+class InvalidRequest(ImagegateError):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+    default_message = "The request is invalid."
+
+
+class InvalidApiKey(ImagegateError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    default_message = "Invalid API key."
+
+
+class PaymentRequired(ImagegateError):
+    status_code = 402
+    type = "billing_error"
+    code = "payment_required"
+    default_message = "Payment is required to use live keys. Update your payment method in the dashboard."
+
+
+class TenantSuspended(ImagegateError):
+    status_code = 403
+    type = "permission_error"
+    code = "tenant_suspended"
+    default_message = "This organization is suspended. Contact support."
+
+
+class PermissionDenied(ImagegateError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+    default_message = "This API key is not allowed to do that."
+
+
+class NotFound(ImagegateError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    default_message = "No such object."
+
+
+class Conflict(ImagegateError):
+    status_code = 409
+    type = "invalid_request_error"
+    code = "conflict"
+    default_message = "The request conflicts with the current state of the object."
+
+
+class IdempotencyConflict(ImagegateError):
+    status_code = 409
+    type = "idempotency_error"
+    code = "idempotency_conflict"
+    default_message = "This Idempotency-Key was already used with a different request body."
+
+
+class RateLimited(ImagegateError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+    default_message = "Too many requests. Retry after the time in the Retry-After header."
+
+
+class QuotaExceeded(ImagegateError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "quota_exceeded"
+    default_message = "The monthly image quota of this organization is used up."
+
+
+class UpstreamUnavailable(ImagegateError):
+    status_code = 503
+    type = "api_error"
+    code = "upstream_unavailable"
+    default_message = "No upstream route could serve this request right now. Retry later."
+
+
+class MethodNotAllowed(ImagegateError):
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    default_message = "This HTTP method is not allowed here."

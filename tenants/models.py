@@ -1,0 +1,207 @@
+"""Tenants: organizations, members, plans, API keys and the counters that enforce their limits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+from tenants.ids import new_api_key_id, new_organization_id
+
+
+class Tier(models.TextChoices):
+    FAST = "fast", "Fast"
+    STANDARD = "standard", "Standard"
+    ULTRA = "ultra", "Ultra"
+
+
+ALL_TIERS = [Tier.FAST.value, Tier.STANDARD.value, Tier.ULTRA.value]
+
+
+class Plan(models.Model):
+    """What an organization pays and may use. Any limit can be overridden per organization."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=80)
+    is_default = models.BooleanField(default=False, help_text="Plan given to new sign-ups.")
+    # Images per calendar month (UTC) the organization may generate with live keys.
+    included_images_per_month = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3, default="usd")
+    base_price_monthly = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"))
+    price_fast = models.DecimalField(max_digits=10, decimal_places=4)
+    price_standard = models.DecimalField(max_digits=10, decimal_places=4)
+    price_ultra = models.DecimalField(max_digits=10, decimal_places=4)
+    requests_per_minute = models.PositiveIntegerField()
+    max_concurrent_jobs = models.PositiveIntegerField()
+    allowed_tiers = models.JSONField(default=list)
+    # Filled by `manage.py stripe_sync`; blank until then.
+    stripe_product_id = models.CharField(max_length=255, blank=True)
+    stripe_base_price_id = models.CharField(max_length=255, blank=True)
+    stripe_price_fast_id = models.CharField(max_length=255, blank=True)
+    stripe_price_standard_id = models.CharField(max_length=255, blank=True)
+    stripe_price_ultra_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["base_price_monthly", "code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def price_for(self, tier: str) -> Decimal:
+        return {
+            Tier.FAST: self.price_fast,
+            Tier.STANDARD: self.price_standard,
+            Tier.ULTRA: self.price_ultra,
+        }[Tier(tier)]
+
+
+class OrganizationQuerySet(models.QuerySet):
+    def active(self) -> OrganizationQuerySet:
+        return self.filter(status=Organization.Status.ACTIVE)
+
+
+class Organization(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    class Fallback(models.TextChoices):
+        ALLOW = "allow", "Fall back, billed at the requested tier's price"
+        ALLOW_BILLED_AS_SERVED = "allow_billed_as_served", "Fall back, billed at the served tier's price"
+        DENY = "deny", "Never fall back"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_organization_id, editable=False)
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=60, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="organizations")
+    created_at = models.DateTimeField(auto_now_add=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+
+    # Per-tenant overrides: null means "use the plan's value".
+    monthly_images_override = models.PositiveIntegerField(null=True, blank=True)
+    requests_per_minute_override = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent_jobs_override = models.PositiveIntegerField(null=True, blank=True)
+    allowed_tiers_override = models.JSONField(null=True, blank=True)
+
+    # Customer settings.
+    fallback_policy = models.CharField(max_length=32, choices=Fallback.choices, default=Fallback.ALLOW)
+    image_url_ttl_seconds = models.PositiveIntegerField(default=3600)
+
+    # Jobs accepted and not yet finished; changed only by conditional UPDATEs (tenants.limits).
+    jobs_in_flight = models.PositiveIntegerField(default=0, editable=False)
+
+    objects = OrganizationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "organization"], name="uniq_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def for_org(self, organization: Organization) -> ApiKeyQuerySet:
+        return self.filter(organization=organization)
+
+
+class ApiKey(models.Model):
+    """An API key. Only the SHA-256 of the whole key is stored; the key is shown once at creation."""
+
+    class Mode(models.TextChoices):
+        LIVE = "live", "Live"
+        TEST = "test", "Test"
+
+    class Scope(models.TextChoices):
+        GENERATE = "generate", "Generate"
+        READ = "read", "Read"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_api_key_id, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=80)
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    last4 = models.CharField(max_length=4, editable=False)
+    scopes = models.JSONField(default=list)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"ig_{self.mode}_…{self.last4}"
+
+    @property
+    def is_test(self) -> bool:
+        return self.mode == self.Mode.TEST
+
+
+class QuotaPeriod(models.Model):
+    """Images reserved by an organization in one billing month (live keys only).
+
+    `images_reserved` counts images accepted for generation; undelivered images are given back
+    when their job ends. It only ever changes through conditional UPDATEs, which is what makes a
+    burst of parallel reservations unable to overshoot the limit.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="quota_periods")
+    period_start = models.DateField()
+    images_reserved = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "period_start"], name="uniq_quota_period")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} {self.period_start:%Y-%m}: {self.images_reserved}"
+
+
+class RateLimitCounter(models.Model):
+    """Fixed-window request counters, used when Redis is not configured."""
+
+    key = models.CharField(max_length=120)
+    window_start = models.BigIntegerField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="uniq_ratelimit_window")]
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.window_start}: {self.count}"

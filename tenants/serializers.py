@@ -1,0 +1,57 @@
+from rest_framework import serializers
+
+
+class PlanOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(source="code")
+    name = serializers.CharField()
+    currency = serializers.CharField()
+    base_price_monthly = serializers.DecimalField(max_digits=10, decimal_places=2)
+    included_images_per_month = serializers.IntegerField()
+    prices = serializers.SerializerMethodField()
+    requests_per_minute = serializers.IntegerField()
+    max_concurrent_jobs = serializers.IntegerField()
+    allowed_tiers = serializers.ListField(child=serializers.CharField())
+
+    def get_prices(self, plan) -> dict[str, str]:
+        return {
+            "fast": str(plan.price_fast),
+            "standard": str(plan.price_standard),
+            "ultra": str(plan.price_ultra),
+        }
+
+
+class LimitsOutputSerializer(serializers.Serializer):
+    monthly_images = serializers.IntegerField()
+    requests_per_minute = serializers.IntegerField()
+    max_concurrent_jobs = serializers.IntegerField()
+    allowed_tiers = serializers.ListField(child=serializers.CharField())
+
+
+class UsageOutputSerializer(serializers.Serializer):
+    period_start = serializers.DateField()
+    period_end = serializers.DateField()
+    images_reserved = serializers.IntegerField()
+    images_remaining = serializers.IntegerField()
+    jobs_in_flight = serializers.IntegerField()
+
+
+class OrganizationOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    object = serializers.SerializerMethodField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    status = serializers.CharField()
+    fallback_policy = serializers.CharField()
+    image_url_ttl_seconds = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    plan = PlanOutputSerializer()
+    limits = LimitsOutputSerializer(source="effective_limits")
+    usage = UsageOutputSerializer(source="usage_this_month")
+    api_key = serializers.SerializerMethodField()
+
+    def get_object(self, _) -> str:
+        return "organization"
+
+    def get_api_key(self, _) -> dict:
+        api_key = self.context["api_key"]
+        return {"id": api_key.public_id, "name": api_key.name, "mode": api_key.mode, "scopes": api_key.scopes}
