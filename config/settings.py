@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "tenants",
     "billing",
@@ -89,6 +91,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, rate limits, job notifications and the django-q2 broker when configured -------
 REDIS_URL = env_str("REDIS_URL", "")
+# Namespace of every key we write to Redis, so several deployments (or test runs) can share one.
+REDIS_PREFIX = env_str("REDIS_PREFIX", "imagegate")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -162,6 +166,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "tenants.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Imagegate API",
+    "DESCRIPTION": "Fast text-to-image generation. Authenticate with `Authorization: Bearer ig_live_…`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "REDOC_DIST": "SIDECAR",  # docs assets served from our static files, never a CDN
+    "SCHEMA_PATH_PREFIX": r"/v1",
 }
 # `last_used_at` is written at most this often per key, to keep the hot path free of writes.
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60
@@ -198,3 +211,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# --- Generation -------------------------------------------------------------------------------
+# A worker holds a job through a lease it renews every third of this; a job whose lease expires
+# (the worker died) is picked up again by the reaper.
+GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 60, minimum=3)
+GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 3, minimum=1)
+GENERATION_JOB_DEADLINE_SECONDS = env_int("GENERATION_JOB_DEADLINE_SECONDS", 300, minimum=10)
+GENERATION_REENQUEUE_AFTER_SECONDS = env_int("GENERATION_REENQUEUE_AFTER_SECONDS", 30, minimum=1)
+GENERATION_REAPER_INTERVAL_SECONDS = env_int("GENERATION_REAPER_INTERVAL_SECONDS", 10, minimum=1)
+# Upstream calls one worker process keeps in flight (they are asyncio tasks, not processes).
+GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=1)
+GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 8, minimum=1)
+# Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
+GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from config import views
+from generation import views as generation_views
 
 handler404 = "config.views.not_found"
 handler500 = "config.views.error"
@@ -12,6 +13,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("v1/openapi.json", generation_views.OpenApiSchemaView.as_view(), name="openapi-schema"),
+    path("docs/api", generation_views.ApiDocsView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("v1/", include("tenants.urls")),
+    path("v1/", include("generation.urls")),
+    path("files/<str:public_id>.<str:ext>", generation_views.ImageFileView.as_view(), name="image-file"),
     path("", include("dashboard.urls")),
 ]

@@ -1,1 +1,315 @@
-"""Models arrive with their issue."""
+"""Generation: the upstream catalog (provider accounts, models, routes) and jobs with their images.
+
+The catalog is data, editable in admin and seeded by a migration: model ids, capabilities and
+prices change too often to live in code. A Job row is the source of truth for a request; the task
+broker only rings the doorbell (see generation/jobs.py for the status machine and its invariants).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from django.db import models
+
+from generation.providers.base import Credentials
+from tenants.ids import new_public_id
+from tenants.models import Tier
+
+
+def new_job_id() -> str:
+    return new_public_id("gen")
+
+
+def new_image_id() -> str:
+    return new_public_id("img")
+
+
+# --- Catalog --------------------------------------------------------------------------------
+class ProviderAccount(models.Model):
+    """One set of upstream credentials with its own limits (a Gemini API key, a Vertex project)."""
+
+    class Kind(models.TextChoices):
+        SANDBOX = "sandbox", "Sandbox (local renderer)"
+        GEMINI_API = "gemini_api", "Gemini Developer API"
+        VERTEX_AI = "vertex_ai", "Vertex AI"
+
+    DEFAULT_BASE_URLS = {
+        Kind.GEMINI_API: ("GEMINI_API_BASE", "https://generativelanguage.googleapis.com"),
+        Kind.VERTEX_AI: ("VERTEX_API_BASE", "https://aiplatform.googleapis.com"),
+    }
+
+    name = models.SlugField(max_length=60, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    base_url = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Blank: GEMINI_API_BASE / VERTEX_API_BASE from the environment, else Google's.",
+    )
+    region = models.CharField(max_length=40, default="global")
+    project = models.CharField(
+        max_length=120, blank=True, help_text="Vertex project id (else the service account's)."
+    )
+    credentials_ref = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Where the secret lives, never the secret: 'env:VAR' (the variable holds the API key or "
+        "service-account JSON), 'envfile:VAR' (the variable holds a file path), or 'file:/path'.",
+    )
+    max_concurrency = models.PositiveIntegerField(default=32, help_text="Calls in flight across all workers.")
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: unlimited.")
+    images_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: unlimited.")
+    timeout_seconds = models.PositiveIntegerField(default=120)
+    options = models.JSONField(
+        default=dict, blank=True, help_text='Sandbox: {"latency_ms": 800, "failure_rate": 0}'
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
+        return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
+
+    def resolve_credentials(self) -> Credentials | None:
+        """Read the secret now (so rotation needs no restart). None when it is not configured."""
+        if self.kind == self.Kind.SANDBOX:
+            return Credentials()
+        secret = _read_secret(self.credentials_ref)
+        if not secret:
+            return None
+        if secret.lstrip().startswith("{"):
+            try:
+                info = json.loads(secret)
+            except ValueError:
+                return None
+            return Credentials(service_account_info=info, project=self.project or info.get("project_id"))
+        return Credentials(api_key=secret.strip(), project=self.project or None)
+
+
+def _read_secret(ref: str) -> str | None:
+    scheme, _, value = ref.partition(":")
+    try:
+        if scheme == "env":
+            return os.environ.get(value) or None
+        if scheme == "envfile":
+            path = os.environ.get(value)
+            return Path(path).read_text() if path else None
+        if scheme == "file":
+            return Path(value).read_text()
+    except OSError:
+        return None
+    return None
+
+
+class UpstreamModel(models.Model):
+    class Protocol(models.TextChoices):
+        PREDICT = "predict", "Imagen :predict"
+        GENERATE_CONTENT = "generate_content", "Gemini :generateContent"
+
+    class Lifecycle(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DEPRECATED = "deprecated", "Deprecated"
+        RETIRED = "retired", "Retired"
+
+    model_id = models.CharField(max_length=100, unique=True)
+    display_name = models.CharField(max_length=100)
+    protocol = models.CharField(max_length=20, choices=Protocol.choices)
+    # {"aspect_ratios": [...], "resolutions": [...], "max_images": 4, "max_images_per_call": 4,
+    #  "output_formats": [...], "seed": bool, "negative_prompt": bool, "safety_levels": [...],
+    #  "person_generation": [...], "dimensions": {resolution: {ratio: [w, h]}}}
+    capabilities = models.JSONField(default=dict)
+    lifecycle = models.CharField(max_length=16, choices=Lifecycle.choices, default=Lifecycle.ACTIVE)
+    shutdown_date = models.DateField(null=True, blank=True)
+    successor = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # What we pay per delivered image, by resolution, in USD: {"1K": "0.067", ...}
+    cost_per_image = models.JSONField(default=dict)
+    # Token-priced models (Gemini), USD per million tokens:
+    # {"image_output": "60", "input": "0.5", "text_output": "3"}.
+    # When the upstream reports token counts, the cost is computed from them instead of cost_per_image.
+    token_prices = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["model_id"]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+    def is_retired(self, today: date) -> bool:
+        if self.lifecycle == self.Lifecycle.RETIRED:
+            return True
+        return self.shutdown_date is not None and today >= self.shutdown_date
+
+    def cost_for(self, resolution: str) -> Decimal:
+        value = self.cost_per_image.get(resolution)
+        return Decimal(str(value)) if value is not None else Decimal("0")
+
+
+class Route(models.Model):
+    """tier → ordered (provider account, model, options). Lower position = preferred when healthy."""
+
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    position = models.PositiveSmallIntegerField(default=10)
+    account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="routes")
+    model = models.ForeignKey(UpstreamModel, on_delete=models.CASCADE, related_name="routes")
+    options = models.JSONField(default=dict, blank=True, help_text='e.g. {"thinking_level": "MINIMAL"}')
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["tier", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.tier}: {self.label}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.account.name}/{self.model.model_id}"
+
+
+# --- Jobs -----------------------------------------------------------------------------------
+class JobQuerySet(models.QuerySet):
+    def for_org(self, organization) -> JobQuerySet:
+        return self.filter(organization=organization)
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_job_id, editable=False)
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="jobs")
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    livemode = models.BooleanField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+
+    # What was asked.
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    requested_model = models.CharField(max_length=100, blank=True)
+    prompt = models.TextField()
+    count = models.PositiveSmallIntegerField()
+    params = models.JSONField(default=dict)  # aspect_ratio, resolution, output_format, seed, ...
+    fallback_policy = models.CharField(max_length=32)
+    metadata = models.JSONField(default=dict, blank=True)
+    webhook_url = models.CharField(max_length=2000, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+
+    # What served it.
+    served_tier = models.CharField(max_length=16, blank=True)
+    served_model = models.CharField(max_length=100, blank=True)
+    route = models.CharField(max_length=120, blank=True)
+    fallback_reason = models.CharField(max_length=200, blank=True)
+    attempts_log = models.JSONField(default=list, blank=True)
+
+    # Execution: claimed by one worker at a time through a lease (see generation/jobs.py).
+    quota_period = models.DateField(null=True, blank=True)  # set when live quota was reserved
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
+    # Outcome.
+    error_code = models.CharField(max_length=60, blank=True)
+    error_message = models.TextField(blank=True)
+    images_delivered = models.PositiveSmallIntegerField(default=0)
+    amount = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    currency = models.CharField(max_length=3, default="usd")
+    upstream_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-public_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="uniq_job_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["organization", "public_id"], name="job_org_id"),
+            models.Index(fields=["organization", "status", "public_id"], name="job_org_status_id"),
+            models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.created_at).total_seconds() * 1000)
+
+
+class ImageQuerySet(models.QuerySet):
+    def for_org(self, organization) -> ImageQuerySet:
+        return self.filter(organization=organization)
+
+
+class Image(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=new_image_id, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="+")
+    index = models.PositiveSmallIntegerField()
+    storage_path = models.CharField(max_length=300, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    mime_type = models.CharField(max_length=40, blank=True)
+    size_bytes = models.PositiveIntegerField(default=0)
+    filtered = models.BooleanField(default=False)
+    filter_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="uniq_image_job_index")]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class RouteStatsMinute(models.Model):
+    """Per-route call counters by minute, flushed by every worker; the operator dashboard's source."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="stats")
+    minute = models.DateTimeField()
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    images = models.PositiveIntegerField(default=0)
+    latency_ms_sum = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["route", "minute"], name="uniq_route_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.route_id}@{self.minute:%H:%M}"

@@ -50,7 +50,8 @@ class JsonOnlyNegotiation(BaseContentNegotiation):
 class OrganizationScopedAPIView(APIView):
     """Base for every authenticated API view. Handlers read `self.organization` and `self.api_key`."""
 
-    required_scope: ClassVar[str]
+    # One scope for the view, or one per HTTP method ({"GET": "read", "POST": "generate"}).
+    required_scope: ClassVar[str | dict[str, str]]
     content_negotiation_class = JsonOnlyNegotiation
     organization: Organization
     api_key: ApiKey
@@ -62,7 +63,9 @@ class OrganizationScopedAPIView(APIView):
                 raise TypeError(
                     f"{cls.__name__} overrides {hook}; tenancy is resolved only by OrganizationScopedAPIView"
                 )
-        if getattr(cls, "required_scope", None) not in ApiKey.Scope.values:
+        scope = getattr(cls, "required_scope", None)
+        scopes = list(scope.values()) if isinstance(scope, dict) else [scope]
+        if not scopes or any(s not in ApiKey.Scope.values for s in scopes):
             raise TypeError(f"{cls.__name__} must set required_scope to one of {ApiKey.Scope.values}")
 
     def initial(self, request, *args, **kwargs):
@@ -71,8 +74,11 @@ class OrganizationScopedAPIView(APIView):
         organization = api_key.organization
         if not organization.is_active:
             raise errors.TenantSuspended()
-        if self.required_scope not in api_key.scopes:
-            raise errors.PermissionDenied(f"This API key does not have the '{self.required_scope}' scope.")
+        scope = self.required_scope
+        if isinstance(scope, dict):
+            scope = scope.get(request.method, ApiKey.Scope.READ)
+        if scope not in api_key.scopes:
+            raise errors.PermissionDenied(f"This API key does not have the '{scope}' scope.")
         limits = organization_limits(organization=organization)
         result = rate_limit_hit(
             key=f"org:{organization.public_id}",

@@ -114,3 +114,13 @@ class MethodNotAllowed(ImagegateError):
     type = "invalid_request_error"
     code = "method_not_allowed"
     default_message = "This HTTP method is not allowed here."
+
+
+class ModelRetired(InvalidRequest):
+    code = "model_retired"
+    default_message = "This model was retired."
+
+
+class JobNotCancelable(Conflict):
+    code = "job_not_cancelable"
+    default_message = "This job already finished."

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import F
 from django.db.models.functions import Greatest
@@ -93,7 +94,7 @@ class RateLimitResult:
 
 
 def _incr_redis(client, key: str, window_start: int, window_seconds: int) -> int:
-    redis_key = f"imagegate:rl:{key}:{window_start}"
+    redis_key = f"{settings.REDIS_PREFIX}:rl:{key}:{window_start}"
     pipe = client.pipeline(transaction=False)
     pipe.incr(redis_key)
     pipe.expire(redis_key, window_seconds * 2)

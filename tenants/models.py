@@ -88,6 +88,10 @@ class Organization(models.Model):
     # Customer settings.
     fallback_policy = models.CharField(max_length=32, choices=Fallback.choices, default=Fallback.ALLOW)
     image_url_ttl_seconds = models.PositiveIntegerField(default=3600)
+    auto_migrate_models = models.BooleanField(
+        default=False,
+        help_text="Serve requests pinned to a retired model with its successor instead of failing.",
+    )
 
     # Jobs accepted and not yet finished; changed only by conditional UPDATEs (tenants.limits).
     jobs_in_flight = models.PositiveIntegerField(default=0, editable=False)

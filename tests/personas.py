@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from tenants import services
 from tenants.models import ApiKey, Organization, Plan
+from tests.seed import ensure_seed_data
 
 
 @dataclass
@@ -53,7 +54,22 @@ def make_persona(
 
 @pytest.fixture
 def pro_plan(db) -> Plan:
+    ensure_seed_data()
     return Plan.objects.get(code="pro")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(settings):
+    """Per-test isolation of process-wide state: Redis key prefix per xdist worker, a fresh
+    catalog cache, the doorbell rung in-process, and a fresh route health book."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    settings.REDIS_PREFIX = f"test-{worker}"
+    settings.GENERATION_INLINE_DOORBELL = True
+    from generation import catalog
+
+    catalog.catalog_invalidate()
+    yield
+    catalog.catalog_invalidate()
 
 
 @pytest.fixture

@@ -1,0 +1,173 @@
+"""Per-route health: latency EWMA, recent error rate, in-flight calls and a circuit breaker.
+
+Each worker process keeps its own book (it sees its own calls immediately); an opened circuit is
+also published to Redis with the cool-down as TTL, so every process stops sending to a failing
+route at once. A route whose circuit is open is skipped until its cool-down ends; then one probe
+call at a time is let through (half-open): success closes the circuit, failure re-opens it with a
+longer cool-down. Counters are flushed to `RouteStatsMinute` for the operator dashboard.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from config.redis_client import get_redis
+
+EWMA_ALPHA = 0.2
+WINDOW_SECONDS = 60.0
+MIN_CALLS_FOR_RATE = 5
+FAILURE_RATE_TO_OPEN = 0.5
+CONSECUTIVE_FAILURES_TO_OPEN = 3
+COOLDOWN_START = 5.0
+COOLDOWN_MAX = 120.0
+
+
+def _circuit_key(route_id: int) -> str:
+    return f"{settings.REDIS_PREFIX}:circuit:{route_id}"
+
+
+@dataclass
+class RouteState:
+    ewma_ms: float | None = None
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    recent: deque = field(default_factory=deque)  # (monotonic time, ok)
+    open_until: float = 0.0
+    cooldown: float = COOLDOWN_START
+    probing: bool = False
+    # For the minute flush: calls, errors, images, latency_ms_sum since the last flush.
+    pending: list = field(default_factory=lambda: [0, 0, 0, 0])
+
+    def error_rate(self, now: float) -> float:
+        while self.recent and now - self.recent[0][0] > WINDOW_SECONDS:
+            self.recent.popleft()
+        if len(self.recent) < MIN_CALLS_FOR_RATE:
+            return 0.0
+        return sum(1 for _, ok in self.recent if not ok) / len(self.recent)
+
+
+class HealthBook:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[int, RouteState] = {}
+        self._remote_open: dict[int, tuple[float, bool]] = {}  # route id -> (checked at, open)
+
+    def state(self, route_id: int) -> RouteState:
+        with self._lock:
+            return self._states.setdefault(route_id, RouteState())
+
+    def _remote_is_open(self, route_id: int, now: float) -> bool:
+        client = get_redis()
+        if client is None:
+            return False
+        cached = self._remote_open.get(route_id)
+        if cached and now - cached[0] < 1.0:
+            return cached[1]
+        try:
+            is_open = bool(client.exists(_circuit_key(route_id)))
+        except Exception:  # noqa: BLE001 - health sharing is best effort
+            is_open = False
+        self._remote_open[route_id] = (now, is_open)
+        return is_open
+
+    def available(self, route_id: int) -> bool:
+        """May a call go to this route now? Claims the half-open probe slot when it is the probe."""
+        now = time.monotonic()
+        state = self.state(route_id)
+        with self._lock:
+            if state.open_until > now:
+                return False
+            if state.open_until and state.probing:
+                return False  # someone is already probing
+            if state.open_until:
+                state.probing = True  # cool-down over: this call is the probe
+                return True
+        return not self._remote_is_open(route_id, now)
+
+    def order(self, routes: list) -> list:
+        """Fastest healthy first: closed circuits by latency EWMA (unmeasured routes by position)."""
+        now = time.monotonic()
+
+        def key(route):
+            state = self.state(route.id)
+            closed = state.open_until <= now and not self._remote_is_open(route.id, now)
+            latency = state.ewma_ms if state.ewma_ms is not None else 0.0
+            return (0 if closed else 1, latency, route.position)
+
+        return sorted(routes, key=key)
+
+    def started(self, route_id: int) -> None:
+        state = self.state(route_id)
+        with self._lock:
+            state.in_flight += 1
+
+    def finished(self, route_id: int, *, ok: bool, latency_ms: float, images: int = 0) -> None:
+        now = time.monotonic()
+        state = self.state(route_id)
+        opened_for = 0.0
+        with self._lock:
+            state.in_flight = max(0, state.in_flight - 1)
+            state.recent.append((now, ok))
+            state.pending[0] += 1
+            state.pending[2] += images
+            state.pending[3] += int(latency_ms)
+            if ok:
+                state.ewma_ms = (
+                    latency_ms
+                    if state.ewma_ms is None
+                    else (EWMA_ALPHA * latency_ms + (1 - EWMA_ALPHA) * state.ewma_ms)
+                )
+                state.consecutive_failures = 0
+                if state.open_until:  # a successful probe closes the circuit
+                    state.open_until, state.cooldown, state.probing = 0.0, COOLDOWN_START, False
+                return
+            state.pending[1] += 1
+            state.consecutive_failures += 1
+            was_probe = bool(state.open_until)
+            if (
+                was_probe
+                or state.consecutive_failures >= CONSECUTIVE_FAILURES_TO_OPEN
+                or state.error_rate(now) >= FAILURE_RATE_TO_OPEN
+            ):
+                if was_probe:
+                    state.cooldown = min(state.cooldown * 2, COOLDOWN_MAX)
+                state.open_until = now + state.cooldown
+                state.probing = False
+                opened_for = state.cooldown
+        if opened_for:
+            client = get_redis()
+            if client is not None:
+                try:
+                    client.set(_circuit_key(route_id), "1", px=int(opened_for * 1000))
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def snapshot(self) -> dict[int, dict]:
+        now = time.monotonic()
+        with self._lock:
+            return {
+                route_id: {
+                    "ewma_ms": state.ewma_ms,
+                    "in_flight": state.in_flight,
+                    "error_rate": state.error_rate(now),
+                    "circuit": "open"
+                    if state.open_until > now
+                    else ("half_open" if state.open_until else "closed"),
+                }
+                for route_id, state in self._states.items()
+            }
+
+    def drain_pending(self) -> dict[int, list[int]]:
+        """Counters since the last call, for the per-minute stats table."""
+        with self._lock:
+            out = {}
+            for route_id, state in self._states.items():
+                if state.pending[0]:
+                    out[route_id] = state.pending
+                    state.pending = [0, 0, 0, 0]
+            return out

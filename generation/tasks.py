@@ -1,0 +1,35 @@
+"""django-q2 entry points. Tasks load by id and call a service; the job row is the truth.
+
+`run_job` only claims the job and hands it to this process's runner (see runner.py), so a worker
+process keeps hundreds of upstream calls in flight instead of one. A duplicated or late task finds
+the job already claimed or finished, and does nothing.
+"""
+
+from django.conf import settings
+from django_q.tasks import async_task
+
+from generation.jobs import job_claim, job_reap
+from generation.runner import get_runner
+
+CAPACITY_WAIT_SECONDS = 20.0
+
+
+def enqueue_run_job(public_id: str) -> None:
+    if settings.GENERATION_INLINE_DOORBELL:
+        run_job(public_id)
+        return
+    # save=False: a success row per image would cost a write (and a prune) on the hot path.
+    async_task("generation.tasks.run_job", public_id, task_name=f"run-{public_id}", save=False)
+
+
+def run_job(public_id: str) -> None:
+    runner = get_runner()
+    # Back-pressure: a full runner leaves the doorbell to other worker processes for a while.
+    runner.wait_for_capacity(CAPACITY_WAIT_SECONDS)
+    job_id = job_claim(public_id=public_id, owner=runner.owner)
+    if job_id is not None:
+        runner.submit(job_id)
+
+
+def reap_jobs() -> dict:
+    return job_reap()

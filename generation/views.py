@@ -1,0 +1,179 @@
+"""The native generation API (/v1/generations, /v1/models), signed image files and the API docs."""
+
+from __future__ import annotations
+
+import re
+
+from django.http import FileResponse, Http404, JsonResponse
+from django.views import View
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from rest_framework.response import Response
+
+from generation.jobs import job_cancel, job_submit
+from generation.models import Image, Job
+from generation.notifications import job_wait
+from generation.selectors import job_get, job_is_finished, job_list, models_for_organization
+from generation.serializers import GenerationCreateInputSerializer, JobOutputSerializer
+from generation.storage import image_open, image_url_valid
+from tenants.api import OrganizationScopedAPIView
+from tenants.errors import InvalidRequest
+
+MAX_WAIT_SECONDS = 60
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# HTTP status for a job that failed while the client waited for it (`?wait=`).
+_FAILED_STATUS = {
+    "upstream_rejected": 400,
+    "invalid_request": 400,
+    "model_retired": 400,
+    "permission_denied": 403,
+}
+
+
+def wait_seconds(request) -> float | None:
+    raw = request.query_params.get("wait")
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest("wait must be a number of seconds.", param="wait") from None
+    if not 0 <= value <= MAX_WAIT_SECONDS:
+        raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.", param="wait")
+    return value
+
+
+def job_wait_and_reload(*, job: Job, timeout: float) -> Job:
+    job_wait(public_id=job.public_id, timeout=timeout, is_done=lambda: job_is_finished(job_pk=job.pk))
+    return job_get(organization=job.organization, public_id=job.public_id)
+
+
+def job_response(job: Job, *, waited: bool, created: bool = False) -> Response:
+    data = JobOutputSerializer(job).data
+    headers = {"Location": f"/v1/generations/{job.public_id}"}
+    if waited and job.status == Job.Status.FAILED:
+        status = _FAILED_STATUS.get(job.error_code, 503)
+        error = {
+            "type": "invalid_request_error" if status == 400 else "api_error",
+            "code": job.error_code,
+            "message": job.error_message,
+            "param": None,
+        }
+        return Response({"error": error, "generation": data}, status=status, headers=headers)
+    return Response(data, status=200 if job.is_terminal else 202, headers=headers)
+
+
+class GenerationListCreateView(OrganizationScopedAPIView):
+    """POST: submit a generation (async; `?wait=N` answers as soon as it finishes, N ≤ 60 s).
+    GET: this organization's generations, newest first, cursor-paginated."""
+
+    required_scope = {"GET": "read", "POST": "generate"}
+
+    def post(self, request):
+        wait = wait_seconds(request)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise InvalidRequest(
+                "Idempotency-Key must be 1-255 printable characters.", param="Idempotency-Key"
+            )
+        serializer = GenerationCreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job, created = job_submit(
+            organization=self.organization,
+            api_key=self.api_key,
+            request=serializer.to_request(),
+            idempotency_key=idempotency_key,
+        )
+        if wait:
+            job = job_wait_and_reload(job=job, timeout=wait)
+        else:
+            job = job_get(organization=self.organization, public_id=job.public_id)
+        return job_response(job, waited=bool(wait), created=created)
+
+    def get(self, request):
+        status = request.query_params.get("status") or None
+        if status is not None and status not in Job.Status.values:
+            raise InvalidRequest(f"status must be one of {', '.join(Job.Status.values)}.", param="status")
+        try:
+            limit = int(request.query_params.get("limit", 20))
+        except ValueError:
+            raise InvalidRequest("limit must be an integer.", param="limit") from None
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+        cursor = request.query_params.get("cursor") or None
+        if cursor is not None and not re.fullmatch(r"gen_[0-9a-z]{26}", cursor):
+            raise InvalidRequest("cursor must be a generation id from a previous page.", param="cursor")
+        jobs, has_more = job_list(organization=self.organization, status=status, cursor=cursor, limit=limit)
+        return Response(
+            {
+                "object": "list",
+                "data": [JobOutputSerializer(job).data for job in jobs],
+                "has_more": has_more,
+                "next_cursor": jobs[-1].public_id if has_more else None,
+            }
+        )
+
+
+class GenerationDetailView(OrganizationScopedAPIView):
+    required_scope = "read"
+
+    def get(self, request, public_id: str):
+        job = job_get(organization=self.organization, public_id=public_id)
+        wait = wait_seconds(request)
+        if wait and not job.is_terminal:
+            job = job_wait_and_reload(job=job, timeout=wait)
+        return job_response(job, waited=False)
+
+
+class GenerationCancelView(OrganizationScopedAPIView):
+    required_scope = "generate"
+
+    def post(self, request, public_id: str):
+        job_cancel(organization=self.organization, public_id=public_id)
+        return job_response(job_get(organization=self.organization, public_id=public_id), waited=False)
+
+
+class ModelListView(OrganizationScopedAPIView):
+    required_scope = "read"
+
+    def get(self, request):
+        return Response(models_for_organization(organization=self.organization))
+
+
+class ImageFileView(View):
+    """Serves a stored image to whoever holds its signed, unexpired URL (no API key needed)."""
+
+    def get(self, request, public_id: str, ext: str):
+        if not image_url_valid(
+            public_id=public_id, expires=request.GET.get("expires"), signature=request.GET.get("signature")
+        ):
+            return JsonResponse(
+                {
+                    "error": {
+                        "type": "permission_error",
+                        "code": "invalid_signature",
+                        "message": "This image URL is invalid or has expired. Fetch the generation again.",
+                        "param": None,
+                    }
+                },
+                status=403,
+            )
+        image = (
+            Image.objects.filter(public_id=public_id, filtered=False)
+            .only("storage_path", "mime_type")
+            .first()
+        )
+        if image is None or not image.storage_path.endswith(f".{ext}"):
+            raise Http404
+        response = FileResponse(image_open(image.storage_path), content_type=image.mime_type)
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+class OpenApiSchemaView(SpectacularAPIView):
+    authentication_classes = []
+    permission_classes = []
+
+
+class ApiDocsView(SpectacularRedocView):
+    authentication_classes = []
+    permission_classes = []

@@ -1,0 +1,17 @@
+"""Re-apply the seed data migrations (plans, catalog). Transactional tests flush every table after
+they run, which would otherwise leave later tests without the rows the migrations created."""
+
+import importlib
+
+from django.apps import apps
+
+_SEEDS = ["tenants.migrations.0002_seed_plans", "generation.migrations.0002_seed_catalog"]
+
+
+def ensure_seed_data() -> None:
+    from tenants.models import Plan
+
+    if Plan.objects.filter(code="pro").exists():
+        return
+    for module in _SEEDS:
+        importlib.import_module(module).seed(apps, None)
