@@ -52,14 +52,15 @@ class RouteState:
 
 
 class HealthBook:
-    def __init__(self) -> None:
+    def __init__(self, *, cooldown_start: float = COOLDOWN_START) -> None:
+        self.cooldown_start = cooldown_start
         self._lock = threading.Lock()
         self._states: dict[int, RouteState] = {}
         self._remote_open: dict[int, tuple[float, bool]] = {}  # route id -> (checked at, open)
 
     def state(self, route_id: int) -> RouteState:
         with self._lock:
-            return self._states.setdefault(route_id, RouteState())
+            return self._states.setdefault(route_id, RouteState(cooldown=self.cooldown_start))
 
     def _remote_is_open(self, route_id: int, now: float) -> bool:
         client = get_redis()
@@ -124,7 +125,7 @@ class HealthBook:
                 )
                 state.consecutive_failures = 0
                 if state.open_until:  # a successful probe closes the circuit
-                    state.open_until, state.cooldown, state.probing = 0.0, COOLDOWN_START, False
+                    state.open_until, state.cooldown, state.probing = 0.0, self.cooldown_start, False
                 return
             state.pending[1] += 1
             state.consecutive_failures += 1

@@ -90,7 +90,7 @@ class ImageOutputSerializer(serializers.Serializer):
     filter_reason = serializers.CharField(allow_null=True)
 
 
-class UsageOutputSerializer(serializers.Serializer):
+class JobUsageOutputSerializer(serializers.Serializer):
     images = serializers.IntegerField()
     amount = serializers.CharField()
     currency = serializers.CharField()
@@ -122,7 +122,7 @@ class JobOutputSerializer(serializers.Serializer):
     seed = serializers.IntegerField(allow_null=True)
     negative_prompt = serializers.CharField(allow_null=True)
     images = ImageOutputSerializer(many=True)
-    usage = UsageOutputSerializer()
+    usage = JobUsageOutputSerializer()
     error = ErrorOutputSerializer(allow_null=True)
     attempts = serializers.IntegerField()
     created_at = serializers.DateTimeField()

@@ -6,7 +6,10 @@ import re
 
 from django.http import FileResponse, Http404, JsonResponse
 from django.views import View
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from generation.jobs import job_cancel, job_submit
@@ -17,6 +20,7 @@ from generation.serializers import GenerationCreateInputSerializer, JobOutputSer
 from generation.storage import image_open, image_url_valid
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
+from tenants.schema import ERRORS
 
 MAX_WAIT_SECONDS = 60
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -62,12 +66,40 @@ def job_response(job: Job, *, waited: bool, created: bool = False) -> Response:
     return Response(data, status=200 if job.is_terminal else 202, headers=headers)
 
 
+WAIT_PARAMETER = OpenApiParameter(
+    "wait", float, description="Seconds (0-60) to wait for the job to finish before answering."
+)
+JOB_LIST = inline_serializer(
+    "GenerationList",
+    {
+        "object": serializers.CharField(),
+        "data": JobOutputSerializer(many=True),
+        "has_more": serializers.BooleanField(),
+        "next_cursor": serializers.CharField(allow_null=True),
+    },
+)
+
+
 class GenerationListCreateView(OrganizationScopedAPIView):
     """POST: submit a generation (async; `?wait=N` answers as soon as it finishes, N ≤ 60 s).
     GET: this organization's generations, newest first, cursor-paginated."""
 
     required_scope = {"GET": "read", "POST": "generate"}
 
+    @extend_schema(
+        request=GenerationCreateInputSerializer,
+        responses={200: JobOutputSerializer, 202: JobOutputSerializer, **ERRORS},
+        parameters=[
+            WAIT_PARAMETER,
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Same key + same body = same job.",
+            ),
+        ],
+        operation_id="generations_create",
+    )
     def post(self, request):
         wait = wait_seconds(request)
         idempotency_key = request.headers.get("Idempotency-Key")
@@ -89,6 +121,15 @@ class GenerationListCreateView(OrganizationScopedAPIView):
             job = job_get(organization=self.organization, public_id=job.public_id)
         return job_response(job, waited=bool(wait), created=created)
 
+    @extend_schema(
+        responses={200: JOB_LIST, **ERRORS},
+        parameters=[
+            OpenApiParameter("status", str, enum=Job.Status.values),
+            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+            OpenApiParameter("limit", int, description="1-100, default 20"),
+        ],
+        operation_id="generations_list",
+    )
     def get(self, request):
         status = request.query_params.get("status") or None
         if status is not None and status not in Job.Status.values:
@@ -116,6 +157,7 @@ class GenerationListCreateView(OrganizationScopedAPIView):
 class GenerationDetailView(OrganizationScopedAPIView):
     required_scope = "read"
 
+    @extend_schema(responses={200: JobOutputSerializer, **ERRORS}, parameters=[WAIT_PARAMETER])
     def get(self, request, public_id: str):
         job = job_get(organization=self.organization, public_id=public_id)
         wait = wait_seconds(request)
@@ -127,6 +169,7 @@ class GenerationDetailView(OrganizationScopedAPIView):
 class GenerationCancelView(OrganizationScopedAPIView):
     required_scope = "generate"
 
+    @extend_schema(request=None, responses={200: JobOutputSerializer, **ERRORS})
     def post(self, request, public_id: str):
         job_cancel(organization=self.organization, public_id=public_id)
         return job_response(job_get(organization=self.organization, public_id=public_id), waited=False)
@@ -135,6 +178,7 @@ class GenerationCancelView(OrganizationScopedAPIView):
 class ModelListView(OrganizationScopedAPIView):
     required_scope = "read"
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
     def get(self, request):
         return Response(models_for_organization(organization=self.organization))
 
@@ -169,7 +213,7 @@ class ImageFileView(View):
         return response
 
 
-class OpenApiSchemaView(SpectacularAPIView):
+class OpenApiSchemaView(SpectacularJSONAPIView):
     authentication_classes = []
     permission_classes = []
 

@@ -27,7 +27,7 @@ class LimitsOutputSerializer(serializers.Serializer):
     allowed_tiers = serializers.ListField(child=serializers.CharField())
 
 
-class UsageOutputSerializer(serializers.Serializer):
+class OrganizationUsageOutputSerializer(serializers.Serializer):
     period_start = serializers.DateField()
     period_end = serializers.DateField()
     images_reserved = serializers.IntegerField()
@@ -46,7 +46,7 @@ class OrganizationOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     plan = PlanOutputSerializer()
     limits = LimitsOutputSerializer(source="effective_limits")
-    usage = UsageOutputSerializer(source="usage_this_month")
+    usage = OrganizationUsageOutputSerializer(source="usage_this_month")
     api_key = serializers.SerializerMethodField()
 
     def get_object(self, _) -> str:

@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from tenants.api import OrganizationScopedAPIView
+from tenants.schema import ERRORS
 from tenants.selectors import organization_overview
 from tenants.serializers import OrganizationOutputSerializer
 
@@ -10,6 +12,7 @@ class OrganizationDetailView(OrganizationScopedAPIView):
 
     required_scope = "read"
 
+    @extend_schema(responses={200: OrganizationOutputSerializer, **ERRORS})
     def get(self, request):
         overview = organization_overview(organization=self.organization)
         return Response(OrganizationOutputSerializer(overview, context={"api_key": self.api_key}).data)

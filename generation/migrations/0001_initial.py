@@ -7,170 +7,361 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tenants', '0003_organization_auto_migrate_models'),
+        ("tenants", "0003_organization_auto_migrate_models"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProviderAccount',
+            name="ProviderAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=60, unique=True)),
-                ('kind', models.CharField(choices=[('sandbox', 'Sandbox (local renderer)'), ('gemini_api', 'Gemini Developer API'), ('vertex_ai', 'Vertex AI')], max_length=16)),
-                ('base_url', models.CharField(blank=True, help_text="Blank: GEMINI_API_BASE / VERTEX_API_BASE from the environment, else Google's.", max_length=300)),
-                ('region', models.CharField(default='global', max_length=40)),
-                ('project', models.CharField(blank=True, help_text="Vertex project id (else the service account's).", max_length=120)),
-                ('credentials_ref', models.CharField(blank=True, help_text="Where the secret lives, never the secret: 'env:VAR' (the variable holds the API key or service-account JSON), 'envfile:VAR' (the variable holds a file path), or 'file:/path'.", max_length=300)),
-                ('max_concurrency', models.PositiveIntegerField(default=32, help_text='Calls in flight across all workers.')),
-                ('requests_per_minute', models.PositiveIntegerField(blank=True, help_text='Blank: unlimited.', null=True)),
-                ('images_per_minute', models.PositiveIntegerField(blank=True, help_text='Blank: unlimited.', null=True)),
-                ('timeout_seconds', models.PositiveIntegerField(default=120)),
-                ('options', models.JSONField(blank=True, default=dict, help_text='Sandbox: {"latency_ms": 800, "failure_rate": 0}')),
-                ('enabled', models.BooleanField(default=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=60, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("sandbox", "Sandbox (local renderer)"),
+                            ("gemini_api", "Gemini Developer API"),
+                            ("vertex_ai", "Vertex AI"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.CharField(
+                        blank=True,
+                        help_text="Blank: GEMINI_API_BASE / VERTEX_API_BASE from the environment, else Google's.",
+                        max_length=300,
+                    ),
+                ),
+                ("region", models.CharField(default="global", max_length=40)),
+                (
+                    "project",
+                    models.CharField(
+                        blank=True,
+                        help_text="Vertex project id (else the service account's).",
+                        max_length=120,
+                    ),
+                ),
+                (
+                    "credentials_ref",
+                    models.CharField(
+                        blank=True,
+                        help_text="Where the secret lives, never the secret: 'env:VAR' (the variable holds the API key or service-account JSON), 'envfile:VAR' (the variable holds a file path), or 'file:/path'.",
+                        max_length=300,
+                    ),
+                ),
+                (
+                    "max_concurrency",
+                    models.PositiveIntegerField(default=32, help_text="Calls in flight across all workers."),
+                ),
+                (
+                    "requests_per_minute",
+                    models.PositiveIntegerField(blank=True, help_text="Blank: unlimited.", null=True),
+                ),
+                (
+                    "images_per_minute",
+                    models.PositiveIntegerField(blank=True, help_text="Blank: unlimited.", null=True),
+                ),
+                ("timeout_seconds", models.PositiveIntegerField(default=120)),
+                (
+                    "options",
+                    models.JSONField(
+                        blank=True, default=dict, help_text='Sandbox: {"latency_ms": 800, "failure_rate": 0}'
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=generation.models.new_job_id, editable=False, max_length=40, unique=True)),
-                ('livemode', models.BooleanField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='queued', max_length=16)),
-                ('tier', models.CharField(choices=[('fast', 'Fast'), ('standard', 'Standard'), ('ultra', 'Ultra')], max_length=16)),
-                ('requested_model', models.CharField(blank=True, max_length=100)),
-                ('prompt', models.TextField()),
-                ('count', models.PositiveSmallIntegerField()),
-                ('params', models.JSONField(default=dict)),
-                ('fallback_policy', models.CharField(max_length=32)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('webhook_url', models.CharField(blank=True, max_length=2000)),
-                ('idempotency_key', models.CharField(blank=True, max_length=255, null=True)),
-                ('request_hash', models.CharField(blank=True, max_length=64)),
-                ('served_tier', models.CharField(blank=True, max_length=16)),
-                ('served_model', models.CharField(blank=True, max_length=100)),
-                ('route', models.CharField(blank=True, max_length=120)),
-                ('fallback_reason', models.CharField(blank=True, max_length=200)),
-                ('attempts_log', models.JSONField(blank=True, default=list)),
-                ('quota_period', models.DateField(blank=True, null=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('lease_owner', models.CharField(blank=True, max_length=100)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('error_code', models.CharField(blank=True, max_length=60)),
-                ('error_message', models.TextField(blank=True)),
-                ('images_delivered', models.PositiveSmallIntegerField(default=0)),
-                ('amount', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=12)),
-                ('currency', models.CharField(default='usd', max_length=3)),
-                ('upstream_cost', models.DecimalField(decimal_places=6, default=Decimal('0'), max_digits=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tenants.apikey')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='tenants.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.CharField(
+                        default=generation.models.new_job_id, editable=False, max_length=40, unique=True
+                    ),
+                ),
+                ("livemode", models.BooleanField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "tier",
+                    models.CharField(
+                        choices=[("fast", "Fast"), ("standard", "Standard"), ("ultra", "Ultra")],
+                        max_length=16,
+                    ),
+                ),
+                ("requested_model", models.CharField(blank=True, max_length=100)),
+                ("prompt", models.TextField()),
+                ("count", models.PositiveSmallIntegerField()),
+                ("params", models.JSONField(default=dict)),
+                ("fallback_policy", models.CharField(max_length=32)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("webhook_url", models.CharField(blank=True, max_length=2000)),
+                ("idempotency_key", models.CharField(blank=True, max_length=255, null=True)),
+                ("request_hash", models.CharField(blank=True, max_length=64)),
+                ("served_tier", models.CharField(blank=True, max_length=16)),
+                ("served_model", models.CharField(blank=True, max_length=100)),
+                ("route", models.CharField(blank=True, max_length=120)),
+                ("fallback_reason", models.CharField(blank=True, max_length=200)),
+                ("attempts_log", models.JSONField(blank=True, default=list)),
+                ("quota_period", models.DateField(blank=True, null=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("lease_owner", models.CharField(blank=True, max_length=100)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("error_code", models.CharField(blank=True, max_length=60)),
+                ("error_message", models.TextField(blank=True)),
+                ("images_delivered", models.PositiveSmallIntegerField(default=0)),
+                ("amount", models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=12)),
+                ("currency", models.CharField(default="usd", max_length=3)),
+                ("upstream_cost", models.DecimalField(decimal_places=6, default=Decimal("0"), max_digits=12)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tenants.apikey",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jobs",
+                        to="tenants.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-public_id'],
+                "ordering": ["-public_id"],
             },
         ),
         migrations.CreateModel(
-            name='Image',
+            name="Image",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=generation.models.new_image_id, editable=False, max_length=40, unique=True)),
-                ('index', models.PositiveSmallIntegerField()),
-                ('storage_path', models.CharField(blank=True, max_length=300)),
-                ('width', models.PositiveIntegerField(blank=True, null=True)),
-                ('height', models.PositiveIntegerField(blank=True, null=True)),
-                ('mime_type', models.CharField(blank=True, max_length=40)),
-                ('size_bytes', models.PositiveIntegerField(default=0)),
-                ('filtered', models.BooleanField(default=False)),
-                ('filter_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.organization')),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='generation.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.CharField(
+                        default=generation.models.new_image_id, editable=False, max_length=40, unique=True
+                    ),
+                ),
+                ("index", models.PositiveSmallIntegerField()),
+                ("storage_path", models.CharField(blank=True, max_length=300)),
+                ("width", models.PositiveIntegerField(blank=True, null=True)),
+                ("height", models.PositiveIntegerField(blank=True, null=True)),
+                ("mime_type", models.CharField(blank=True, max_length=40)),
+                ("size_bytes", models.PositiveIntegerField(default=0)),
+                ("filtered", models.BooleanField(default=False)),
+                ("filter_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.organization",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="images",
+                        to="generation.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job_id', 'index'],
+                "ordering": ["job_id", "index"],
             },
         ),
         migrations.CreateModel(
-            name='Route',
+            name="Route",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tier', models.CharField(choices=[('fast', 'Fast'), ('standard', 'Standard'), ('ultra', 'Ultra')], max_length=16)),
-                ('position', models.PositiveSmallIntegerField(default=10)),
-                ('options', models.JSONField(blank=True, default=dict, help_text='e.g. {"thinking_level": "MINIMAL"}')),
-                ('enabled', models.BooleanField(default=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='routes', to='generation.provideraccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "tier",
+                    models.CharField(
+                        choices=[("fast", "Fast"), ("standard", "Standard"), ("ultra", "Ultra")],
+                        max_length=16,
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=10)),
+                (
+                    "options",
+                    models.JSONField(
+                        blank=True, default=dict, help_text='e.g. {"thinking_level": "MINIMAL"}'
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="routes",
+                        to="generation.provideraccount",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tier', 'position', 'id'],
+                "ordering": ["tier", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='RouteStatsMinute',
+            name="RouteStatsMinute",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minute', models.DateTimeField()),
-                ('calls', models.PositiveIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0)),
-                ('images', models.PositiveIntegerField(default=0)),
-                ('latency_ms_sum', models.BigIntegerField(default=0)),
-                ('route', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stats', to='generation.route')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("minute", models.DateTimeField()),
+                ("calls", models.PositiveIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("images", models.PositiveIntegerField(default=0)),
+                ("latency_ms_sum", models.BigIntegerField(default=0)),
+                (
+                    "route",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stats",
+                        to="generation.route",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='UpstreamModel',
+            name="UpstreamModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model_id', models.CharField(max_length=100, unique=True)),
-                ('display_name', models.CharField(max_length=100)),
-                ('protocol', models.CharField(choices=[('predict', 'Imagen :predict'), ('generate_content', 'Gemini :generateContent')], max_length=20)),
-                ('capabilities', models.JSONField(default=dict)),
-                ('lifecycle', models.CharField(choices=[('active', 'Active'), ('deprecated', 'Deprecated'), ('retired', 'Retired')], default='active', max_length=16)),
-                ('shutdown_date', models.DateField(blank=True, null=True)),
-                ('cost_per_image', models.JSONField(default=dict)),
-                ('token_prices', models.JSONField(blank=True, default=dict)),
-                ('successor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='generation.upstreammodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model_id", models.CharField(max_length=100, unique=True)),
+                ("display_name", models.CharField(max_length=100)),
+                (
+                    "protocol",
+                    models.CharField(
+                        choices=[
+                            ("predict", "Imagen :predict"),
+                            ("generate_content", "Gemini :generateContent"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("capabilities", models.JSONField(default=dict)),
+                (
+                    "lifecycle",
+                    models.CharField(
+                        choices=[("active", "Active"), ("deprecated", "Deprecated"), ("retired", "Retired")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("shutdown_date", models.DateField(blank=True, null=True)),
+                ("cost_per_image", models.JSONField(default=dict)),
+                ("token_prices", models.JSONField(blank=True, default=dict)),
+                (
+                    "successor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="generation.upstreammodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['model_id'],
+                "ordering": ["model_id"],
             },
         ),
         migrations.AddField(
-            model_name='route',
-            name='model',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='routes', to='generation.upstreammodel'),
+            model_name="route",
+            name="model",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="routes",
+                to="generation.upstreammodel",
+            ),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['organization', 'public_id'], name='job_org_id'),
+            model_name="job",
+            index=models.Index(fields=["organization", "public_id"], name="job_org_id"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['organization', 'status', 'public_id'], name='job_org_status_id'),
+            model_name="job",
+            index=models.Index(fields=["organization", "status", "public_id"], name="job_org_status_id"),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['status', 'lease_expires_at'], name='job_status_lease'),
+            model_name="job",
+            index=models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
         ),
         migrations.AddConstraint(
-            model_name='job',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key__isnull', False)), fields=('organization', 'idempotency_key'), name='uniq_job_idempotency_key'),
+            model_name="job",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("organization", "idempotency_key"),
+                name="uniq_job_idempotency_key",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='image',
-            constraint=models.UniqueConstraint(fields=('job', 'index'), name='uniq_image_job_index'),
+            model_name="image",
+            constraint=models.UniqueConstraint(fields=("job", "index"), name="uniq_image_job_index"),
         ),
         migrations.AddConstraint(
-            model_name='routestatsminute',
-            constraint=models.UniqueConstraint(fields=('route', 'minute'), name='uniq_route_minute'),
+            model_name="routestatsminute",
+            constraint=models.UniqueConstraint(fields=("route", "minute"), name="uniq_route_minute"),
         ),
     ]

@@ -23,7 +23,12 @@ def params(**overrides) -> dict:
 
 
 def plan(**kwargs):
-    options = {"livemode": True, "allowed_tiers": ALL, "fallback_policy": "allow", "auto_migrate_models": False}
+    options = {
+        "livemode": True,
+        "allowed_tiers": ALL,
+        "fallback_policy": "allow",
+        "auto_migrate_models": False,
+    }
     options.update(kwargs)
     return route_plan(params=options.pop("params", params()), **options)
 

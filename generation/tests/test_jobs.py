@@ -26,7 +26,9 @@ from tenants.models import Organization, QuotaPeriod
 def submit(persona, live=True, key=None, **fields):
     api_key = persona.live_key if live else persona.key
     request = GenerationRequest(prompt=fields.pop("prompt", "a red fox"), **fields)
-    return job_submit(organization=persona.organization, api_key=api_key, request=request, idempotency_key=key)
+    return job_submit(
+        organization=persona.organization, api_key=api_key, request=request, idempotency_key=key
+    )
 
 
 def reserved(org) -> int:
@@ -132,7 +134,12 @@ def test_succeed_records_images_and_bills_each_delivered_image_once(alice):
     job.refresh_from_db()
     images = [image(0), image(1), image(2, filtered=True)]  # the 4th is missing
     job_succeed(
-        job=job, owner="w1", images=images, fallback_reason="", attempts_log=[], upstream_cost=Decimal("0.134")
+        job=job,
+        owner="w1",
+        images=images,
+        fallback_reason="",
+        attempts_log=[],
+        upstream_cost=Decimal("0.134"),
     )
     job.refresh_from_db()
     assert job.status == "succeeded" and job.images_delivered == 2
@@ -145,7 +152,9 @@ def test_succeed_records_images_and_bills_each_delivered_image_once(alice):
     assert reserved(alice.organization) == 2  # filtered and missing images were given back
     assert in_flight(alice.organization) == 0
     with pytest.raises(LeaseLost):  # a second finish (say, a stale worker) changes nothing
-        job_succeed(job=job, owner="w1", images=images, fallback_reason="", attempts_log=[], upstream_cost=Decimal(0))
+        job_succeed(
+            job=job, owner="w1", images=images, fallback_reason="", attempts_log=[], upstream_cost=Decimal(0)
+        )
     assert UsageRecord.objects.filter(job_public_id=job.public_id).count() == 2
 
 
@@ -154,7 +163,9 @@ def test_a_worker_that_lost_its_lease_cannot_finish(alice):
     job_claim(public_id=job.public_id, owner="w1")
     job.refresh_from_db()
     with pytest.raises(LeaseLost):
-        job_succeed(job=job, owner="w2", images=[image(0)], fallback_reason="", attempts_log=[], upstream_cost=0)
+        job_succeed(
+            job=job, owner="w2", images=[image(0)], fallback_reason="", attempts_log=[], upstream_cost=0
+        )
     assert not UsageRecord.objects.exists() and not Image.objects.exists()
     assert Job.objects.get(pk=job.pk).status == "running"
 
@@ -165,8 +176,12 @@ def test_fallback_billing_follows_the_policy(alice, policy, billed):
     job_claim(public_id=job.public_id, owner="w1")
     job.refresh_from_db()
     job_succeed(
-        job=job, owner="w1", images=[image(0, tier="standard")], fallback_reason="fast tier unavailable",
-        attempts_log=[], upstream_cost=Decimal("0.07"),
+        job=job,
+        owner="w1",
+        images=[image(0, tier="standard")],
+        fallback_reason="fast tier unavailable",
+        attempts_log=[],
+        upstream_cost=Decimal("0.07"),
     )
     record = UsageRecord.objects.get(job_public_id=job.public_id)
     assert record.served_tier == "standard" and record.requested_tier == "fast"
@@ -177,8 +192,14 @@ def test_sandbox_and_test_mode_images_are_recorded_but_free(alice):
     job, _ = submit(alice, live=False)
     job_claim(public_id=job.public_id, owner="w1")
     job.refresh_from_db()
-    job_succeed(job=job, owner="w1", images=[image(0, sandbox=True)], fallback_reason="", attempts_log=[],
-                upstream_cost=Decimal(0))
+    job_succeed(
+        job=job,
+        owner="w1",
+        images=[image(0, sandbox=True)],
+        fallback_reason="",
+        attempts_log=[],
+        upstream_cost=Decimal(0),
+    )
     record = UsageRecord.objects.get(job_public_id=job.public_id)
     assert record.amount == 0 and not record.livemode
 

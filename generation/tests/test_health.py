@@ -1,0 +1,61 @@
+import time
+from types import SimpleNamespace
+
+from generation.health import HealthBook
+
+
+def route(route_id, position=0):
+    return SimpleNamespace(id=route_id, position=position)
+
+
+def test_circuit_opens_after_consecutive_failures_then_probes_and_closes(db):
+    book = HealthBook(cooldown_start=0.2)
+    for _ in range(3):
+        assert book.available(1)
+        book.started(1)
+        book.finished(1, ok=False, latency_ms=10)
+    assert not book.available(1)
+    assert book.snapshot()[1]["circuit"] == "open"
+    time.sleep(0.25)
+    assert book.available(1)  # this caller is the probe
+    assert not book.available(1)  # only one probe at a time
+    book.finished(1, ok=True, latency_ms=50)
+    assert book.available(1) and book.available(1)
+    assert book.snapshot()[1]["circuit"] == "closed"
+
+
+def test_failed_probe_reopens_with_a_longer_cooldown(db):
+    book = HealthBook(cooldown_start=0.1)
+    for _ in range(3):
+        book.finished(2, ok=False, latency_ms=5)
+    time.sleep(0.15)
+    assert book.available(2)
+    book.finished(2, ok=False, latency_ms=5)
+    assert book.state(2).cooldown == 0.2
+    time.sleep(0.12)
+    assert not book.available(2)
+
+
+def test_order_prefers_healthy_then_fastest(db):
+    book = HealthBook()
+    slow, fast, broken = route(1, 0), route(2, 10), route(3, 20)
+    book.finished(1, ok=True, latency_ms=900)
+    book.finished(2, ok=True, latency_ms=300)
+    for _ in range(3):
+        book.finished(3, ok=False, latency_ms=1)
+    assert [r.id for r in book.order([slow, broken, fast])] == [2, 1, 3]
+
+
+def test_counters_drain_for_the_stats_table(db):
+    book = HealthBook()
+    book.finished(1, ok=True, latency_ms=100, images=2)
+    book.finished(1, ok=False, latency_ms=50)
+    assert book.drain_pending() == {1: [2, 1, 2, 150]}
+    assert book.drain_pending() == {}
+
+
+def test_an_open_circuit_is_shared_through_redis(db, use_redis):
+    one, two = HealthBook(cooldown_start=5), HealthBook()
+    for _ in range(3):
+        one.finished(7, ok=False, latency_ms=1)
+    assert not two.available(7)  # another process learns it from Redis
