@@ -1,0 +1,415 @@
+"""`make bench`: Imagegate's own overhead on the production profile, against the fake upstream.
+
+Starts the fake Google upstream (1,500 ms per image by default), then the app as production runs
+it (gunicorn web + django-q2 qcluster; PostgreSQL + Redis when reachable on 127.0.0.1, else SQLite),
+and measures, for `POST /v1/generations?wait=60` with one image:
+
+1. latency added over the upstream's own (p50, p99) at an open-loop 10 requests/s;
+2. sustained images/s with 128 concurrent clients, errors, and jobs not finished (lost);
+3. CPU-seconds per delivered image summed over every process of ours (web + worker; not the
+   fake upstream, not this load generator), from /proc;
+4. peak resident memory of all our processes together.
+
+Figures are printed and written to var/bench/<timestamp>/result.json. Nothing here asserts:
+benchmarks measure, tests check behaviour. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --- process accounting (/proc) ---------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        kids = []
+        for task in tasks:
+            text = (task / "children").read_text().split()
+            kids += [int(k) for k in text]
+        return kids
+    except OSError:
+        return []
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    seen, stack = [], list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        stack += _children(pid)
+    return seen
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError):
+            continue
+    return total / CLK_TCK
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+class MemorySampler(threading.Thread):
+    def __init__(self, roots: list[int]):
+        super().__init__(daemon=True)
+        self.roots, self.peak, self.stop_flag = roots, 0, threading.Event()
+
+    def run(self):
+        while not self.stop_flag.wait(0.5):
+            self.peak = max(self.peak, rss_bytes(process_tree(self.roots)))
+
+
+# --- the stack ------------------------------------------------------------------------------
+class Stack:
+    def __init__(self, args, workdir: Path):
+        self.args, self.workdir = args, workdir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.web_port, self.fake_port = free_port(), free_port()
+        self.env = self._env()
+
+    def _env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
+        env.update(
+            {
+                "DEBUG": "0",
+                "SECRET_KEY": "bench-" + "x" * 60,
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "SECURE_SSL_REDIRECT": "0",
+                "SESSION_COOKIE_SECURE": "0",
+                "CSRF_COOKIE_SECURE": "0",
+                "SECURE_HSTS_SECONDS": "0",
+                "IMAGEGATE_VAR_DIR": str(self.workdir / "var"),
+                "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
+                "GEMINI_API_KEY": "bench-upstream-key",
+                "GEMINI_API_BASE": f"http://127.0.0.1:{self.fake_port}",
+                "REDIS_PREFIX": "bench",
+                "LOG_LEVEL": "WARNING",
+                "WEB_ACCESS_LOG": "0",
+                "WEB_CONCURRENCY": str(self.args.web_processes),
+                "WEB_THREADS": str(self.args.web_threads),
+                "Q_WORKERS": str(self.args.workers),
+            }
+        )
+        if self.args.profile == "production":
+            env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/imagegate_bench"
+            env["REDIS_URL"] = "redis://127.0.0.1:6379/13"
+        return env
+
+    def manage(self, *argv: str) -> str:
+        result = subprocess.run(
+            [PYTHON, "manage.py", *argv], cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"manage.py {' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def prepare(self) -> str:
+        if self.args.profile == "production":
+            import psycopg
+            import redis
+
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+                conn.execute("DROP DATABASE IF EXISTS imagegate_bench WITH (FORCE)")
+                conn.execute("CREATE DATABASE imagegate_bench")
+            redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
+        self.manage("migrate", "--noinput")
+        self.manage("createcachetable")
+        out = self.manage(
+            "createtenant",
+            "--name",
+            "Bench",
+            "--owner-email",
+            "bench@example.com",
+            "--plan",
+            "pro",
+            "--key-mode",
+            "live",
+        )
+        key = re.search(r"(ig_live_\w+)", out).group(1)
+        self.manage(
+            "shell",
+            "-c",
+            "from tenants.models import Organization; from generation.models import ProviderAccount;"
+            "Organization.objects.filter(name='Bench').update(requests_per_minute_override=1000000,"
+            " max_concurrent_jobs_override=100000, monthly_images_override=100000000);"
+            "ProviderAccount.objects.filter(name='gemini-api').update(max_concurrency=1024)",
+        )
+        return key
+
+    def up(self) -> None:
+        self.start(
+            "fake_upstream",
+            [
+                PYTHON,
+                "manage.py",
+                "fake_upstream",
+                "--port",
+                str(self.fake_port),
+                "--latency-ms",
+                str(self.args.upstream_ms),
+                "--api-key",
+                "bench-upstream-key",
+            ],
+        )
+        self.start(
+            "web",
+            [
+                str(Path(PYTHON).parent / "gunicorn"),
+                "config.wsgi",
+                "--config",
+                "platform/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+            ],
+        )
+        self.start("worker", [PYTHON, "manage.py", "qcluster"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if reachable("127.0.0.1", self.web_port) and reachable("127.0.0.1", self.fake_port):
+                return
+            time.sleep(0.2)
+        raise SystemExit("the stack did not come up; see the logs in " + str(self.workdir))
+
+    def ours(self) -> list[int]:
+        return process_tree([self.procs["web"].pid, self.procs["worker"].pid])
+
+    def down(self) -> None:
+        for name in ("web", "worker", "fake_upstream"):
+            proc = self.procs.get(name)
+            if proc and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- load -----------------------------------------------------------------------------------
+async def one_request(client: httpx.AsyncClient, url: str, key: str, results: list, prompt: str):
+    started = time.perf_counter()
+    try:
+        response = await client.post(
+            url, json={"prompt": prompt, "count": 1}, headers={"Authorization": f"Bearer {key}"}
+        )
+        elapsed = time.perf_counter() - started
+        ok = response.status_code == 200 and response.json().get("status") == "succeeded"
+        results.append((elapsed, ok, response.status_code))
+    except httpx.HTTPError as exc:
+        results.append((time.perf_counter() - started, False, type(exc).__name__))
+
+
+async def open_loop(base: str, key: str, rate: float, duration: float) -> list:
+    results: list = []
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        tasks, start = [], time.perf_counter()
+        n = int(rate * duration)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one_request(client, base, key, results, f"latency probe {i}")))
+        await asyncio.gather(*tasks)
+    return results
+
+
+async def closed_loop(base: str, key: str, clients: int, duration: float) -> tuple[list, float]:
+    results: list = []
+    stop_at = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def loop(worker: int):
+            i = 0
+            while time.perf_counter() < stop_at:
+                await one_request(client, base, key, results, f"throughput {worker}-{i}")
+                i += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(w) for w in range(clients)))
+        elapsed = time.perf_counter() - started
+    return results, elapsed
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def job_counts(stack: Stack) -> dict:
+    out = stack.manage(
+        "shell",
+        "-c",
+        "import json; from django.db.models import Count; from generation.models import Job;"
+        "print(json.dumps(dict(Job.objects.values_list('status').annotate(n=Count('id')))))",
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", choices=["auto", "production", "sqlite"], default="auto")
+    parser.add_argument("--upstream-ms", type=float, default=1500)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--clients", type=int, default=128)
+    parser.add_argument("--throughput-seconds", type=float, default=60)
+    parser.add_argument("--web-processes", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=96)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.profile == "auto":
+        args.profile = (
+            "production" if reachable("127.0.0.1", 5432) and reachable("127.0.0.1", 6379) else "sqlite"
+        )
+
+    workdir = ROOT / "var" / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir.mkdir(parents=True)
+    stack = Stack(args, workdir)
+    print(f"profile: {args.profile}; logs and results in {workdir}")
+    key = stack.prepare()
+    stack.up()
+    url = f"http://127.0.0.1:{stack.web_port}/v1/generations?wait=60"
+    sampler = None
+    try:
+        asyncio.run(open_loop(url, key, 4, 2))  # warm-up: connections, caches, runner threads
+        sampler = MemorySampler([stack.procs["web"].pid, stack.procs["worker"].pid])
+        sampler.start()
+
+        cpu0 = cpu_seconds(stack.ours())
+        latency = asyncio.run(open_loop(url, key, args.rate, args.latency_seconds))
+        cpu1 = cpu_seconds(stack.ours())
+        ok_latency = [t for t, ok, _ in latency if ok]
+        added = [(t * 1000) - args.upstream_ms for t in ok_latency]
+
+        cpu2 = cpu_seconds(stack.ours())
+        throughput, elapsed = asyncio.run(closed_loop(url, key, args.clients, args.throughput_seconds))
+        cpu3 = cpu_seconds(stack.ours())
+        time.sleep(2)
+        counts = job_counts(stack)
+    finally:
+        if sampler:
+            sampler.stop_flag.set()
+        stack.down()
+
+    ok_throughput = sum(1 for _, ok, _ in throughput if ok)
+    errors: dict = {}
+    for _, ok, status in latency + throughput:
+        if not ok:
+            errors[str(status)] = errors.get(str(status), 0) + 1
+    delivered = len(ok_latency) + ok_throughput
+    result = {
+        "profile": args.profile,
+        "upstream_latency_ms": args.upstream_ms,
+        "latency_phase": {
+            "rate_per_s": args.rate,
+            "requests": len(latency),
+            "succeeded": len(ok_latency),
+            "added_ms_p50": round(pct(added, 0.5), 1),
+            "added_ms_p99": round(pct(added, 0.99), 1),
+            "added_ms_mean": round(statistics.fmean(added), 1) if added else None,
+            "cpu_ms_per_image": round((cpu1 - cpu0) * 1000 / max(1, len(ok_latency)), 2),
+        },
+        "throughput_phase": {
+            "clients": args.clients,
+            "seconds": round(elapsed, 1),
+            "requests": len(throughput),
+            "succeeded": ok_throughput,
+            "images_per_s": round(ok_throughput / elapsed, 1),
+            "cpu_ms_per_image": round((cpu3 - cpu2) * 1000 / max(1, ok_throughput), 2),
+            "latency_ms_p50": round(pct([t * 1000 for t, ok, _ in throughput if ok], 0.5), 1),
+            "latency_ms_p99": round(pct([t * 1000 for t, ok, _ in throughput if ok], 0.99), 1),
+        },
+        "errors": errors,
+        "jobs_by_status": counts,
+        "jobs_not_finished": sum(v for k, v in counts.items() if k in ("queued", "running")),
+        "images_delivered": delivered,
+        "peak_memory_mb_all_processes": round((sampler.peak if sampler else 0) / 2**20, 1),
+        "config": {
+            "web_processes": args.web_processes,
+            "web_threads": args.web_threads,
+            "workers": args.workers,
+        },
+    }
+    (workdir / "result.json").write_text(json.dumps(result, indent=2))
+    lp, tp = result["latency_phase"], result["throughput_phase"]
+    print(
+        f"""
+Imagegate benchmark ({args.profile} profile; fake upstream at {args.upstream_ms:.0f} ms per image)
+  added latency @ {args.rate:g} req/s : p50 {lp["added_ms_p50"]} ms   p99 {lp["added_ms_p99"]} ms
+                                 ({lp["succeeded"]}/{lp["requests"]} ok)
+  sustained throughput           : {tp["images_per_s"]} images/s with {args.clients} clients
+                                 ({tp["succeeded"]}/{tp["requests"]} ok, end-to-end p50 {tp["latency_ms_p50"]} ms,
+                                 p99 {tp["latency_ms_p99"]} ms)
+  CPU per delivered image        : {tp["cpu_ms_per_image"]} ms under load, {lp["cpu_ms_per_image"]} ms at {args.rate:g} req/s
+  peak memory, all our processes : {result["peak_memory_mb_all_processes"]} MB
+  errors                         : {errors or "none"}
+  jobs by status                 : {counts}  (not finished: {result["jobs_not_finished"]})
+"""
+    )
+
+
+if __name__ == "__main__":
+    main()
