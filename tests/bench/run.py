@@ -395,20 +395,20 @@ def main() -> None:
     }
     (workdir / "result.json").write_text(json.dumps(result, indent=2))
     lp, tp = result["latency_phase"], result["throughput_phase"]
-    print(
-        f"""
-Imagegate benchmark ({args.profile} profile; fake upstream at {args.upstream_ms:.0f} ms per image)
-  added latency @ {args.rate:g} req/s : p50 {lp["added_ms_p50"]} ms   p99 {lp["added_ms_p99"]} ms
-                                 ({lp["succeeded"]}/{lp["requests"]} ok)
-  sustained throughput           : {tp["images_per_s"]} images/s with {args.clients} clients
-                                 ({tp["succeeded"]}/{tp["requests"]} ok, end-to-end p50 {tp["latency_ms_p50"]} ms,
-                                 p99 {tp["latency_ms_p99"]} ms)
-  CPU per delivered image        : {tp["cpu_ms_per_image"]} ms under load, {lp["cpu_ms_per_image"]} ms at {args.rate:g} req/s
-  peak memory, all our processes : {result["peak_memory_mb_all_processes"]} MB
-  errors                         : {errors or "none"}
-  jobs by status                 : {counts}  (not finished: {result["jobs_not_finished"]})
-"""
-    )
+    lines = [
+        f"Imagegate benchmark ({args.profile} profile; fake upstream at {args.upstream_ms:.0f} ms per image)",
+        f"  added latency @ {args.rate:g} req/s : p50 {lp['added_ms_p50']} ms, p99 {lp['added_ms_p99']} ms"
+        f" ({lp['succeeded']}/{lp['requests']} ok)",
+        f"  sustained throughput           : {tp['images_per_s']} images/s with {args.clients} clients"
+        f" ({tp['succeeded']}/{tp['requests']} ok)",
+        f"  end-to-end under load          : p50 {tp['latency_ms_p50']} ms, p99 {tp['latency_ms_p99']} ms",
+        f"  CPU per delivered image        : {tp['cpu_ms_per_image']} ms under load,"
+        f" {lp['cpu_ms_per_image']} ms at {args.rate:g} req/s",
+        f"  peak memory, all our processes : {result['peak_memory_mb_all_processes']} MB",
+        f"  errors                         : {errors or 'none'}",
+        f"  jobs by status                 : {counts} (not finished: {result['jobs_not_finished']})",
+    ]
+    print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
