@@ -23,8 +23,9 @@ migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
 
+run: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(WEB_PORT)
 run: migrate
-	$(BIN)/python manage.py bootstrap_demo --base-url http://127.0.0.1:$(WEB_PORT)
+	$(BIN)/python manage.py bootstrap_demo --base-url $(PUBLIC_BASE_URL)
 	WEB_PORT=$(WEB_PORT) $(BIN)/honcho -f platform/Procfile.dev -d . start
 
 test: $(STAMP)

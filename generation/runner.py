@@ -27,7 +27,7 @@ from functools import partial
 
 import httpx
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from generation.health import HealthBook
@@ -161,8 +161,24 @@ class JobRunner:
         finally:
             self._loop.run_until_complete(self._teardown())
             self._loop.close()
+            self._close_db_connections()
             self._db_pool.shutdown(wait=True)
             self._stopped.set()
+
+    def _close_db_connections(self) -> None:
+        """Close the connection each pool thread holds (a barrier puts one task on every thread)."""
+        size = self._db_pool._max_workers
+        barrier = threading.Barrier(size, timeout=5)
+
+        def close() -> None:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+            connections.close_all()
+
+        for future in [self._db_pool.submit(close) for _ in range(size)]:
+            future.result()
 
     def submit(self, job_id: int) -> None:
         """Called from the worker's task thread after a successful claim."""
@@ -175,6 +191,10 @@ class JobRunner:
         deadline = time.monotonic() + timeout
         while not self.has_capacity() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def reset_health(self) -> None:
+        """Forget route health (tests; operators after fixing a route: circuits close at once)."""
+        self.health = self.router.health = HealthBook()
 
     def stop(self, timeout: float = DRAIN_SECONDS) -> None:
         self.accepting = False

@@ -65,6 +65,13 @@ def _isolated_state(settings):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     settings.REDIS_PREFIX = f"test-{worker}"
     settings.GENERATION_INLINE_DOORBELL = True
+    if settings.REDIS_URL:
+        from config.redis_client import get_redis
+
+        client = get_redis()
+        keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}:*", count=1000))
+        if keys:
+            client.delete(*keys)
     from generation import catalog
 
     catalog.catalog_invalidate()
@@ -80,6 +87,17 @@ def org_a(pro_plan) -> Organization:
 @pytest.fixture
 def org_c(pro_plan) -> Organization:
     return services.organization_create(name="Contoso", plan=pro_plan, slug="contoso")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_job_runner(django_db_setup, django_db_blocker):
+    """Stop this process's job runner before the test databases are dropped (it holds connections)."""
+    yield
+    from generation import runner
+
+    if runner._runner is not None:
+        with django_db_blocker.unblock():
+            runner._runner.stop()
 
 
 @pytest.fixture

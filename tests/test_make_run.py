@@ -77,6 +77,20 @@ def test_make_run_serves_dashboard_and_api_then_stops_on_ctrl_c(tmp_path):
         assert response.headers["X-Request-Id"]
         assert httpx.get(f"{base}/v1/organization", timeout=5).status_code == 401
         _wait_for(lambda: any("Cluster" in line and "running" in line for line in lines), 60, "the worker")
+
+        # An image, end to end: web → django-q2 (ORM broker) → worker → sandbox → signed URL.
+        generated = httpx.post(
+            f"{base}/v1/generations?wait=30",
+            json={"prompt": "a lighthouse at dusk", "aspect_ratio": "16:9"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=40,
+        )
+        assert generated.status_code == 200, generated.text
+        job = generated.json()
+        assert job["status"] == "succeeded" and job["route"].startswith("sandbox/")
+        image = httpx.get(job["images"][0]["url"], timeout=5)
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert (job["images"][0]["width"], job["images"][0]["height"]) == (1376, 768)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

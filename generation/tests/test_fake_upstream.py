@@ -463,10 +463,10 @@ def test_reset_forgets_scripts_config_and_logs(fake_upstream):
 
 
 @pytest.mark.parametrize(
-    "settings", [{"latency_ms": "slow"}, {"error_rate": -1}, {"api_key": 5}, {"colour": "red"}]
+    "knobs", [{"latency_ms": "slow"}, {"error_rate": -1}, {"api_key": 5}, {"colour": "red"}]
 )
-def test_config_rejects_nonsense(fake_upstream, settings):
-    response = httpx.post(f"{fake_upstream.url}/_fake/config", json=settings)
+def test_config_rejects_nonsense(fake_upstream, knobs):
+    response = httpx.post(f"{fake_upstream.url}/_fake/config", json=knobs)
 
     assert response.status_code == 400
     assert post(fake_upstream, f"/v1beta/models/{FLASH}:generateContent", content_body()).status_code == 200

@@ -36,14 +36,22 @@ def test_failed_probe_reopens_with_a_longer_cooldown(db):
     assert not book.available(2)
 
 
-def test_order_prefers_healthy_then_fastest(db):
+def test_order_prefers_healthy_then_fastest_then_position(db):
     book = HealthBook()
-    slow, fast, broken = route(1, 0), route(2, 10), route(3, 20)
+    slow, fast, broken, unmeasured, similar = (
+        route(1, 0),
+        route(2, 10),
+        route(3, 20),
+        route(4, 30),
+        route(5, 5),
+    )
     book.finished(1, ok=True, latency_ms=900)
     book.finished(2, ok=True, latency_ms=300)
+    book.finished(5, ok=True, latency_ms=310)  # within 25% of route 2: position decides
     for _ in range(3):
         book.finished(3, ok=False, latency_ms=1)
-    assert [r.id for r in book.order([slow, broken, fast])] == [2, 1, 3]
+    order = [r.id for r in book.order([slow, broken, fast, unmeasured, similar])]
+    assert order == [5, 2, 4, 1, 3]
 
 
 def test_counters_drain_for_the_stats_table(db):

@@ -136,27 +136,24 @@ async def test_failure_rate_option():
 
 async def test_rendering_does_not_block_the_event_loop():
     request = ProviderRequest(prompt="a lighthouse", count=2, resolution="4K", output_format="webp")
-    started = time.monotonic()
-    sandbox.render(request, 4096, 4096, 0)
-    one_render = time.monotonic() - started
-    gaps: list[float] = []
+    ticks = 0
     done = False
 
     async def ticker() -> None:
-        last = time.monotonic()
+        nonlocal ticks
         while not done:
             await asyncio.sleep(0.005)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
+            ticks += 1
 
     task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
     await generate(request)
     done = True
     await task
-
-    # Rendering inline would stall the loop for a whole render; in threads it keeps ticking.
-    assert max(gaps) < one_render / 2
+    # Rendering inline would starve the loop until it finished (one tick at most); rendered in
+    # threads, the loop keeps ticking throughout. Counting ticks, not timing them, keeps this
+    # independent of machine load.
+    assert ticks >= 5
 
 
 def test_provider_for_picks_by_kind_then_protocol():
