@@ -77,6 +77,16 @@ DATABASES = {
     )
 }
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
+    # Django's native psycopg pool: threads borrow a connection and give it back when Django closes
+    # it (end of request, or before a request parks to wait for its job), so 100+ waiting requests
+    # need only a handful of PostgreSQL connections. Requires CONN_MAX_AGE = 0.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": env_int("DB_POOL_MAX_SIZE", 16, minimum=2),
+        "timeout": 10,
+    }
 if IS_SQLITE:
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so two writers queue on `timeout` instead of
@@ -101,7 +111,8 @@ else:
     }
 
 Q_CLUSTER = {
-    "name": "imagegate",
+    # The name is also the broker queue's name: distinct deployments sharing a Redis need distinct names.
+    "name": env_str("Q_CLUSTER_NAME", "imagegate"),
     "workers": env_int("Q_WORKERS", 2, minimum=1),
     "queue_limit": env_int("Q_WORKERS", 2, minimum=1) * 2,
     "bulk": 1,

@@ -9,6 +9,7 @@ longer cool-down. Counters are flushed to `RouteStatsMinute` for the operator da
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -19,6 +20,9 @@ from django.conf import settings
 
 from config.redis_client import get_redis
 
+logger = logging.getLogger(__name__)
+
+PROBE_LEASE_SECONDS = 30.0
 EWMA_ALPHA = 0.2
 LATENCY_STEP = 1.25  # routes whose latencies differ by less than this factor count as equally fast
 WINDOW_SECONDS = 60.0
@@ -41,7 +45,7 @@ class RouteState:
     recent: deque = field(default_factory=deque)  # (monotonic time, ok)
     open_until: float = 0.0
     cooldown: float = COOLDOWN_START
-    probing: bool = False
+    probe_until: float = 0.0  # a probe call is in flight until then (a lease, in case it never ends)
     # For the minute flush: calls, errors, images, latency_ms_sum since the last flush.
     pending: list = field(default_factory=lambda: [0, 0, 0, 0])
 
@@ -79,17 +83,12 @@ class HealthBook:
         return is_open
 
     def available(self, route_id: int) -> bool:
-        """May a call go to this route now? Claims the half-open probe slot when it is the probe."""
+        """May a call go to this route now? (Closed, or half-open with no probe in flight.)"""
         now = time.monotonic()
         state = self.state(route_id)
         with self._lock:
-            if state.open_until > now:
-                return False
-            if state.open_until and state.probing:
-                return False  # someone is already probing
             if state.open_until:
-                state.probing = True  # cool-down over: this call is the probe
-                return True
+                return state.open_until <= now and state.probe_until <= now
         return not self._remote_is_open(route_id, now)
 
     def order(self, routes: list) -> list:
@@ -109,11 +108,23 @@ class HealthBook:
         return sorted(routes, key=key)
 
     def started(self, route_id: int) -> None:
+        now = time.monotonic()
         state = self.state(route_id)
         with self._lock:
             state.in_flight += 1
+            if state.open_until and state.open_until <= now:
+                state.probe_until = now + PROBE_LEASE_SECONDS  # this call is the half-open probe
 
-    def finished(self, route_id: int, *, ok: bool, latency_ms: float, images: int = 0) -> None:
+    def abandoned(self, route_id: int) -> None:
+        """A call that ended without an answer (its job was canceled): neither success nor failure."""
+        state = self.state(route_id)
+        with self._lock:
+            state.in_flight = max(0, state.in_flight - 1)
+            state.probe_until = 0.0
+
+    def finished(
+        self, route_id: int, *, ok: bool, latency_ms: float, images: int = 0, error: str = ""
+    ) -> None:
         now = time.monotonic()
         state = self.state(route_id)
         opened_for = 0.0
@@ -131,8 +142,17 @@ class HealthBook:
                 )
                 state.consecutive_failures = 0
                 if state.open_until:  # a successful probe closes the circuit
-                    state.open_until, state.cooldown, state.probing = 0.0, self.cooldown_start, False
-                return
+                    state.open_until, state.cooldown, state.probe_until = 0.0, self.cooldown_start, 0.0
+                    closed = True
+                else:
+                    return
+            else:
+                closed = False
+        if closed:
+            logger.warning("route %s: probe succeeded, circuit closed", route_id)
+            self._publish(route_id, 0)
+            return
+        with self._lock:
             state.pending[1] += 1
             state.consecutive_failures += 1
             was_probe = bool(state.open_until)
@@ -144,15 +164,31 @@ class HealthBook:
                 if was_probe:
                     state.cooldown = min(state.cooldown * 2, COOLDOWN_MAX)
                 state.open_until = now + state.cooldown
-                state.probing = False
+                state.probe_until = 0.0
                 opened_for = state.cooldown
         if opened_for:
-            client = get_redis()
-            if client is not None:
-                try:
-                    client.set(_circuit_key(route_id), "1", px=int(opened_for * 1000))
-                except Exception:  # noqa: BLE001
-                    pass
+            logger.warning(
+                "route %s: circuit opened for %.0f s after %s (%d consecutive failures)",
+                route_id,
+                opened_for,
+                error or "a failure",
+                state.consecutive_failures,
+            )
+            self._publish(route_id, opened_for)
+
+    def _publish(self, route_id: int, open_for: float) -> None:
+        """Share the circuit state with every process: a key that expires with the cool-down."""
+        client = get_redis()
+        if client is None:
+            return
+        self._remote_open.pop(route_id, None)
+        try:
+            if open_for:
+                client.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
+            else:
+                client.delete(_circuit_key(route_id))
+        except Exception:  # noqa: BLE001 - health sharing is best effort
+            pass
 
     def snapshot(self) -> dict[int, dict]:
         now = time.monotonic()

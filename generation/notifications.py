@@ -115,15 +115,21 @@ def job_wait(*, public_id: str, timeout: float, is_done: Callable[[], bool]) -> 
                 return False
             time.sleep(min(DATABASE_POLL_SECONDS, remaining))
     event = _waiters.register(public_id)
+
+    def check() -> bool:
+        try:
+            return is_done()
+        finally:
+            _release_db_connection()
+
     try:
-        if is_done():
+        if check():
             return True
-        _release_db_connection()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return is_done()
-            if event.wait(min(remaining, SAFETY_POLL_SECONDS)) or is_done():
+                return check()
+            if event.wait(min(remaining, SAFETY_POLL_SECONDS)) or check():
                 return True
     finally:
         _waiters.unregister(public_id, event)

@@ -25,7 +25,6 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
-import httpx
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.utils import timezone
@@ -42,7 +41,7 @@ from generation.jobs import (
 )
 from generation.models import Job, RouteStatsMinute
 from generation.providers.base import ProviderRequest, UpstreamBadRequest
-from generation.router import Outcome, Router
+from generation.router import ClientPool, Outcome, Router
 from generation.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
 from generation.upstream_limits import UpstreamLimiter
 from tenants.errors import ImagegateError
@@ -203,16 +202,12 @@ class JobRunner:
 
     # --- event loop side --------------------------------------------------------------------
     async def _setup(self) -> None:
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30),
-            timeout=httpx.Timeout(120, connect=10),
-            follow_redirects=False,
-        )
+        self.clients = ClientPool()
         self.limiter = UpstreamLimiter()
-        self.router = Router(client=self.client, health=self.health, limiter=self.limiter)
+        self.router = Router(clients=self.clients, health=self.health, limiter=self.limiter)
 
     async def _teardown(self) -> None:
-        await self.client.aclose()
+        await self.clients.aclose()
         await self.limiter.close()
 
     async def db(self, fn, /, *args, **kwargs):

@@ -11,11 +11,11 @@ prompt here; `negative_prompt` is not sent.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 from dataclasses import dataclass
 
 import httpx
+import pybase64
 
 from generation.providers import google_http
 from generation.providers.base import (
@@ -140,7 +140,7 @@ def parse_response(payload: dict, request: ProviderRequest) -> _Outcome:
             final = inline
     if final is not None:
         try:
-            data = base64.b64decode(final["data"])
+            data = pybase64.b64decode(final["data"], validate=True)
         except (binascii.Error, ValueError, TypeError):
             return _unusable("Gemini returned undecodable image bytes", usage)
         fallback_mime = "image/jpeg" if request.output_format == "jpeg" else "image/png"

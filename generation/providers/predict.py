@@ -7,10 +7,10 @@ not be submitted" is a content block (all images filtered), not a bad request.
 
 from __future__ import annotations
 
-import base64
 import binascii
 
 import httpx
+import pybase64
 
 from generation.providers import google_http
 from generation.providers.base import (
@@ -75,7 +75,7 @@ def parse_response(payload: dict, request: ProviderRequest) -> ProviderResult:
         data = element.get("bytesBase64Encoded")
         if data:
             try:
-                image_bytes = base64.b64decode(data)
+                image_bytes = pybase64.b64decode(data, validate=True)
             except (binascii.Error, ValueError, TypeError):
                 raise UpstreamProtocolError("Google predict returned undecodable image bytes") from None
             delivered.append(

@@ -17,7 +17,8 @@ def test_circuit_opens_after_consecutive_failures_then_probes_and_closes(db):
     assert not book.available(1)
     assert book.snapshot()[1]["circuit"] == "open"
     time.sleep(0.25)
-    assert book.available(1)  # this caller is the probe
+    assert book.available(1)  # half-open: one probe may go
+    book.started(1)
     assert not book.available(1)  # only one probe at a time
     book.finished(1, ok=True, latency_ms=50)
     assert book.available(1) and book.available(1)
@@ -30,6 +31,7 @@ def test_failed_probe_reopens_with_a_longer_cooldown(db):
         book.finished(2, ok=False, latency_ms=5)
     time.sleep(0.15)
     assert book.available(2)
+    book.started(2)
     book.finished(2, ok=False, latency_ms=5)
     assert book.state(2).cooldown == 0.2
     time.sleep(0.12)
@@ -54,6 +56,17 @@ def test_order_prefers_healthy_then_fastest_then_position(db):
     assert order == [5, 2, 4, 1, 3]
 
 
+def test_an_abandoned_probe_frees_the_probe_slot(db):
+    book = HealthBook(cooldown_start=0.05)
+    for _ in range(3):
+        book.finished(4, ok=False, latency_ms=5)
+    time.sleep(0.06)
+    book.started(4)
+    assert not book.available(4)
+    book.abandoned(4)  # the job was canceled mid-call
+    assert book.available(4)
+
+
 def test_counters_drain_for_the_stats_table(db):
     book = HealthBook()
     book.finished(1, ok=True, latency_ms=100, images=2)
@@ -67,3 +80,4 @@ def test_an_open_circuit_is_shared_through_redis(db, use_redis):
     for _ in range(3):
         one.finished(7, ok=False, latency_ms=1)
     assert not two.available(7)  # another process learns it from Redis
+    time.sleep(0.01)

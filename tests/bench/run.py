@@ -131,7 +131,8 @@ class Stack:
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
                 "GEMINI_API_KEY": "bench-upstream-key",
                 "GEMINI_API_BASE": f"http://127.0.0.1:{self.fake_port}",
-                "REDIS_PREFIX": "bench",
+                "REDIS_PREFIX": f"bench-{os.getpid()}",
+                "Q_CLUSTER_NAME": f"bench-{os.getpid()}",
                 "LOG_LEVEL": "WARNING",
                 "WEB_ACCESS_LOG": "0",
                 "WEB_CONCURRENCY": str(self.args.web_processes),
@@ -330,10 +331,10 @@ def main() -> None:
     stack = Stack(args, workdir)
     print(f"profile: {args.profile}; logs and results in {workdir}")
     key = stack.prepare()
-    stack.up()
     url = f"http://127.0.0.1:{stack.web_port}/v1/generations?wait=60"
     sampler = None
     try:
+        stack.up()
         asyncio.run(open_loop(url, key, 4, 2))  # warm-up: connections, caches, runner threads
         sampler = MemorySampler([stack.procs["web"].pid, stack.procs["worker"].pid])
         sampler.start()
@@ -345,8 +346,10 @@ def main() -> None:
         added = [(t * 1000) - args.upstream_ms for t in ok_latency]
 
         cpu2 = cpu_seconds(stack.ours())
+        split0 = {name: cpu_seconds(process_tree([stack.procs[name].pid])) for name in stack.procs}
         throughput, elapsed = asyncio.run(closed_loop(url, key, args.clients, args.throughput_seconds))
         cpu3 = cpu_seconds(stack.ours())
+        split1 = {name: cpu_seconds(process_tree([stack.procs[name].pid])) for name in stack.procs}
         time.sleep(2)
         counts = job_counts(stack)
     finally:
@@ -381,6 +384,10 @@ def main() -> None:
             "cpu_ms_per_image": round((cpu3 - cpu2) * 1000 / max(1, ok_throughput), 2),
             "latency_ms_p50": round(pct([t * 1000 for t, ok, _ in throughput if ok], 0.5), 1),
             "latency_ms_p99": round(pct([t * 1000 for t, ok, _ in throughput if ok], 0.99), 1),
+            "cpu_ms_per_image_by_process": {
+                name: round((split1[name] - split0[name]) * 1000 / max(1, ok_throughput), 2)
+                for name in split1
+            },
         },
         "errors": errors,
         "jobs_by_status": counts,
@@ -404,6 +411,7 @@ def main() -> None:
         f"  end-to-end under load          : p50 {tp['latency_ms_p50']} ms, p99 {tp['latency_ms_p99']} ms",
         f"  CPU per delivered image        : {tp['cpu_ms_per_image']} ms under load,"
         f" {lp['cpu_ms_per_image']} ms at {args.rate:g} req/s",
+        f"  CPU per image by process tree  : {tp['cpu_ms_per_image_by_process']}",
         f"  peak memory, all our processes : {result['peak_memory_mb_all_processes']} MB",
         f"  errors                         : {errors or 'none'}",
         f"  jobs by status                 : {counts} (not finished: {result['jobs_not_finished']})",

@@ -52,7 +52,7 @@ class Command(BaseCommand):
                 error_rate=options["error_rate"],
                 api_key=options["api_key"],
             )
-            uvicorn.run(app, **server_options)
+            uvicorn.run(app, workers=1, **server_options)
             return
         # Worker processes import the app by name, so the knobs travel through the environment.
         os.environ.update(
