@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.personas"]
+pytest_plugins = ["tests.personas", "tests.fake_stripe"]
