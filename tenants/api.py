@@ -73,6 +73,11 @@ class OrganizationScopedAPIView(APIView):
             raise errors.TenantSuspended()
         if self.required_scope not in api_key.scopes:
             raise errors.PermissionDenied(f"This API key does not have the '{self.required_scope}' scope.")
+        if self.required_scope == ApiKey.Scope.GENERATE and api_key.mode == ApiKey.Mode.LIVE:
+            from billing.selectors import live_generation_blocked  # billing depends on tenants
+
+            if live_generation_blocked(organization=organization):
+                raise errors.PaymentRequired()
         limits = organization_limits(organization=organization)
         result = rate_limit_hit(
             key=f"org:{organization.public_id}",
