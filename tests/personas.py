@@ -7,6 +7,7 @@ charlie owner of org C (Contoso, Pro plan); a test key with both scopes
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -51,9 +52,22 @@ def make_persona(
     return persona
 
 
+def seeded_plan(code: str) -> Plan:
+    """A plan seeded by migration `tenants.0002_seed_plans`. A transactional test's flush deletes
+    migration data for the tests after it (pytest-django runs them in collection order), so it is
+    seeded again when missing."""
+    plan = Plan.objects.filter(code=code).first()
+    if plan is None:
+        from django.apps import apps
+
+        importlib.import_module("tenants.migrations.0002_seed_plans").seed(apps, None)
+        plan = Plan.objects.get(code=code)
+    return plan
+
+
 @pytest.fixture
 def pro_plan(db) -> Plan:
-    return Plan.objects.get(code="pro")
+    return seeded_plan("pro")
 
 
 @pytest.fixture
