@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.personas", "tests.fake_upstream"]
+pytest_plugins = ["tests.personas", "tests.fake_upstream", "tests.fake_stripe"]

@@ -1,10 +1,16 @@
 """The usage ledger: one row per delivered image. It is the truth that invoices, Stripe meter
 events and dashboards derive from; rows are written once (by the generation engine, in the same
-transaction that finishes the job) and never updated except for their reporting state."""
+transaction that finishes the job) and never updated except for their reporting state.
+
+Also here: each organization's billing state mirrored from Stripe webhooks (`BillingAccount`), the
+Stripe meter per tier (`BillingMeter`), and the webhook events already processed (`StripeEvent`).
+"""
 
 from django.db import models
+from django.db.models import Q
 
 from tenants.ids import new_public_id
+from tenants.models import Organization
 
 
 def new_usage_record_id() -> str:
@@ -17,6 +23,12 @@ class UsageRecordQuerySet(models.QuerySet):
 
 
 class UsageRecord(models.Model):
+    class ReportStatus(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent to Stripe"
+        SKIPPED = "skipped", "Not reportable"
+        FAILED = "failed", "Failed (needs an operator)"
+
     public_id = models.CharField(max_length=40, unique=True, default=new_usage_record_id, editable=False)
     organization = models.ForeignKey(
         "tenants.Organization", on_delete=models.PROTECT, related_name="usage_records"
@@ -41,11 +53,121 @@ class UsageRecord(models.Model):
     upstream_cost = models.DecimalField(max_digits=12, decimal_places=6)
     created_at = models.DateTimeField(db_index=True)
 
+    # Outbox state (billing.outbox): the record is reported to Stripe as one meter event whose
+    # identifier is `public_id`. A worker owns a row while `claimed_until` is in the future and its
+    # `claim_token` is on the row; every write of a send's outcome is conditional on that token.
+    report_status = models.CharField(
+        max_length=16, choices=ReportStatus.choices, default=ReportStatus.PENDING
+    )
+    reported_at = models.DateTimeField(null=True, blank=True)
+    report_attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True, default="")
+
     objects = UsageRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["organization", "created_at"], name="usage_org_created")]
+        indexes = [
+            models.Index(fields=["organization", "created_at"], name="usage_org_created"),
+            # Small: only rows still waiting to be reported.
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                condition=Q(report_status="pending"),
+                name="usage_outbox_pending",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.public_id} {self.organization_id} {self.billed_tier} {self.amount}"
+
+
+class BillingAccount(models.Model):
+    """An organization's billing state, mirrored from Stripe. Webhooks are the only writers of the
+    subscription and payment fields; the customer id is written when we create the customer."""
+
+    # Subscription statuses under which Stripe invoices metered usage (so we report it).
+    BILLABLE_STATUSES = ("active", "trialing", "past_due", "unpaid")
+
+    organization = models.OneToOneField(
+        "tenants.Organization", on_delete=models.CASCADE, related_name="billing_account"
+    )
+    stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
+    stripe_subscription_id = models.CharField(max_length=255, blank=True, default="")
+    # Stripe's own status string (active, trialing, past_due, unpaid, canceled, incomplete, …).
+    subscription_status = models.CharField(max_length=32, blank=True, default="")
+    # The plan whose Stripe prices the subscription carries.
+    plan = models.ForeignKey(
+        "tenants.Plan", null=True, blank=True, on_delete=models.SET_NULL, related_name="billing_accounts"
+    )
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    # `created` of the last subscription event applied: older events arriving late are ignored.
+    subscription_event_at = models.DateTimeField(null=True, blank=True)
+    # When the first unpaid invoice failed; cleared by `invoice.paid`. Grace runs from here.
+    payment_failed_at = models.DateTimeField(null=True, blank=True)
+    last_invoice_paid_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_customer_id"],
+                condition=~Q(stripe_customer_id=""),
+                name="uniq_billing_stripe_customer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} ({self.subscription_status or 'no subscription'})"
+
+    @property
+    def has_billable_subscription(self) -> bool:
+        return bool(self.stripe_customer_id) and self.subscription_status in self.BILLABLE_STATUSES
+
+
+class BillingMeter(models.Model):
+    """The Stripe Billing Meter of one tier (sum of images), created by `manage.py stripe_sync`."""
+
+    tier = models.CharField(max_length=16, unique=True)
+    event_name = models.CharField(max_length=100, unique=True)
+    stripe_meter_id = models.CharField(max_length=255)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.tier}: {self.event_name} ({self.stripe_meter_id})"
+
+
+class StripeEvent(models.Model):
+    """A webhook event we processed. The unique `event_id` makes processing happen once: the row is
+    inserted in the same transaction that applies the event, so a replay finds it and does nothing."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    livemode = models.BooleanField(default=False)
+    created = models.DateTimeField(help_text="When Stripe created the event.")
+    received_at = models.DateTimeField(auto_now_add=True)
+    organization = models.ForeignKey(
+        "tenants.Organization", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What we did with it: "applied", or why it was ignored.
+    outcome = models.CharField(max_length=200, blank=True, default="")
+    payload = models.JSONField()
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"
+
+
+class OrganizationMonthlySummary(Organization):
+    """Admin-only view of organizations: images, revenue, upstream cost and margin for one month."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "monthly revenue and margin"
+        verbose_name_plural = "monthly revenue and margin"

@@ -5,7 +5,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str, required
+from config.env import env_bool, env_float, env_int, env_list, env_str, required
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("IMAGEGATE_VAR_DIR", str(BASE_DIR / "var")))
@@ -236,3 +236,36 @@ GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=
 GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 8, minimum=1)
 # Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
 GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
+
+# --- Billing (Stripe) -------------------------------------------------------------------------
+# Without STRIPE_SECRET_KEY billing runs ledger-only: usage, statements and invoice previews work,
+# payment pages say billing is not configured, and the meter-event outbox sends nothing.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+# Point at a local fake Stripe for development and tests; both the API and meter-event bases follow it.
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+STRIPE_TIMEOUT_SECONDS = env_float("STRIPE_TIMEOUT_SECONDS", 10.0)
+# Retries inside one SDK call (same idempotency key) for interactive calls; the outbox uses its own backoff.
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
+# How long live generation keeps working after a failed invoice payment before it answers 402.
+BILLING_GRACE_PERIOD_DAYS = env_int("BILLING_GRACE_PERIOD_DAYS", 7, minimum=0)
+# Meter-event outbox (billing.outbox): rows claimed per run, wall-clock budget per run, retry backoff.
+BILLING_OUTBOX_BATCH_SIZE = env_int("BILLING_OUTBOX_BATCH_SIZE", 500, minimum=1)
+BILLING_OUTBOX_TIME_BUDGET_SECONDS = env_int("BILLING_OUTBOX_TIME_BUDGET_SECONDS", 35, minimum=1)
+BILLING_OUTBOX_RETRY_BASE_SECONDS = env_int("BILLING_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=1)
+BILLING_OUTBOX_RETRY_MAX_SECONDS = env_int("BILLING_OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1)
+# Unsent usage older than this raises an operator alert; Stripe refuses meter events older than 35 days.
+BILLING_OUTBOX_ALERT_AGE_DAYS = env_int("BILLING_OUTBOX_ALERT_AGE_DAYS", 30, minimum=1)
+# Usage of an organization without a billable subscription is marked not reportable only once it is
+# this old, so a subscription whose webhook is still on its way does not lose its first images.
+BILLING_UNSUBSCRIBED_SETTLE_SECONDS = env_int("BILLING_UNSUBSCRIBED_SETTLE_SECONDS", 600, minimum=0)
+if STRIPE_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured(f"STRIPE_TIMEOUT_SECONDS must be > 0, got {STRIPE_TIMEOUT_SECONDS}")
+# One Stripe call lasts at most 2 x STRIPE_TIMEOUT_SECONDS (connect + read).
+if BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 * STRIPE_TIMEOUT_SECONDS >= int(str(Q_CLUSTER["timeout"])):
+    raise ImproperlyConfigured(
+        "BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 x STRIPE_TIMEOUT_SECONDS must stay below the task timeout "
+        f"({Q_CLUSTER['timeout']} s), or a worker could be killed in the middle of a send"
+    )
+# stripe-python logs every request at INFO; the outbox sends one per image.
+LOGGING["loggers"] = {**LOGGING["loggers"], "stripe": {"level": "WARNING"}}  # type: ignore[dict-item]

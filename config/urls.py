@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from billing.views import UsageView
 from config import views
 from generation import views as generation_views
 
@@ -18,5 +19,7 @@ urlpatterns = [
     path("v1/", include("tenants.urls")),
     path("v1/", include("generation.urls")),
     path("files/<str:public_id>.<str:ext>", generation_views.ImageFileView.as_view(), name="image-file"),
+    path("v1/usage", UsageView.as_view(), name="usage"),
+    path("", include("billing.urls")),
     path("", include("dashboard.urls")),
 ]

@@ -79,6 +79,11 @@ class OrganizationScopedAPIView(APIView):
             scope = scope.get(request.method, ApiKey.Scope.READ)
         if scope not in api_key.scopes:
             raise errors.PermissionDenied(f"This API key does not have the '{scope}' scope.")
+        if scope == ApiKey.Scope.GENERATE and api_key.mode == ApiKey.Mode.LIVE:
+            from billing.selectors import live_generation_blocked  # billing depends on tenants
+
+            if live_generation_blocked(organization=organization):
+                raise errors.PaymentRequired()
         limits = organization_limits(organization=organization)
         result = rate_limit_hit(
             key=f"org:{organization.public_id}",

@@ -52,10 +52,16 @@ def make_persona(
     return persona
 
 
+def seeded_plan(code: str) -> Plan:
+    """A plan seeded by migration. A transactional test's flush deletes migration data for the
+    tests after it (pytest-django runs them in collection order), so seeds are re-applied."""
+    ensure_seed_data()
+    return Plan.objects.get(code=code)
+
+
 @pytest.fixture
 def pro_plan(db) -> Plan:
-    ensure_seed_data()
-    return Plan.objects.get(code="pro")
+    return seeded_plan("pro")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,249 @@
+"""Operator admin for billing: the usage ledger (read-only, with its outbox state), revenue, upstream
+cost and margin per organization and month, billing accounts, processed Stripe events and meters."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Count, DecimalField, Q, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing.models import BillingAccount, BillingMeter, OrganizationMonthlySummary, StripeEvent, UsageRecord
+from billing.selectors import usage_overdue
+from tenants.selectors import billing_period_end, billing_period_start
+
+
+class OutboxFilter(admin.SimpleListFilter):
+    title = "outbox"
+    parameter_name = "outbox"
+
+    def lookups(self, request, model_admin):
+        return [
+            (
+                "overdue",
+                f"Approaching Stripe's 35-day limit (> {settings.BILLING_OUTBOX_ALERT_AGE_DAYS} days)",
+            ),
+            ("retrying", "Retrying after an error"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "overdue":
+            return queryset.filter(pk__in=usage_overdue().values("pk"))
+        if self.value() == "retrying":
+            return queryset.filter(report_status=UsageRecord.ReportStatus.PENDING, report_attempts__gt=0)
+        return queryset
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """The ledger is written by the generation engine only; here it is read, never edited."""
+
+    list_display = (
+        "public_id",
+        "organization",
+        "api_key",
+        "livemode",
+        "billed_tier",
+        "served_tier",
+        "model",
+        "amount",
+        "upstream_cost",
+        "created_at",
+        "report_status",
+        "report_attempts",
+        "next_attempt_at",
+    )
+    list_filter = (
+        "report_status",
+        OutboxFilter,
+        "livemode",
+        "billed_tier",
+        "served_tier",
+        "model",
+        ("organization", admin.RelatedOnlyFieldListFilter),
+    )
+    search_fields = ("public_id", "job_public_id", "image_public_id", "organization__name")
+    date_hierarchy = "created_at"
+    list_select_related = ("organization", "api_key")
+    actions = ("retry_now",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        overdue = usage_overdue().count()
+        if overdue:
+            self.message_user(
+                request,
+                f"{overdue} usage record(s) have not reached Stripe after "
+                f"{settings.BILLING_OUTBOX_ALERT_AGE_DAYS} days; Stripe refuses meter events older than 35 "
+                "days. Filter by outbox to see them.",
+                messages.ERROR,
+            )
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Report again now (pending and failed records)")
+    def retry_now(self, request, queryset):
+        count = queryset.filter(
+            report_status__in=[UsageRecord.ReportStatus.PENDING, UsageRecord.ReportStatus.FAILED]
+        ).update(report_status=UsageRecord.ReportStatus.PENDING, next_attempt_at=None)
+        self.message_user(
+            request, f"{count} record(s) will be reported on the next outbox run.", messages.SUCCESS
+        )
+
+
+def _recent_months(count: int = 12) -> list[date]:
+    month = billing_period_start(timezone.now())
+    months = []
+    for _ in range(count):
+        months.append(month)
+        month = (month - timedelta(days=1)).replace(day=1)
+    return months
+
+
+class MonthFilter(admin.SimpleListFilter):
+    """Picks the month the figures cover (default: this month) and annotates them."""
+
+    title = "month"
+    parameter_name = "month"
+
+    def lookups(self, request, model_admin):
+        return [(m.strftime("%Y-%m"), m.strftime("%B %Y")) for m in _recent_months()[1:]]
+
+    def choices(self, changelist):
+        choices = list(super().choices(changelist))
+        choices[0]["display"] = "This month"
+        return choices
+
+    def month(self) -> date:
+        try:
+            return datetime.strptime(self.value() or "", "%Y-%m").date()
+        except ValueError:
+            return billing_period_start(timezone.now())
+
+    def queryset(self, request, queryset):
+        start = self.month()
+        window = Q(
+            usage_records__created_at__gte=datetime.combine(start, datetime.min.time(), tzinfo=UTC),
+            usage_records__created_at__lt=datetime.combine(
+                billing_period_end(start), datetime.min.time(), tzinfo=UTC
+            ),
+        )
+        live = window & Q(usage_records__livemode=True)
+        money: DecimalField = DecimalField(max_digits=16, decimal_places=6)
+        return queryset.annotate(
+            _images=Count("usage_records", filter=live),
+            _revenue=Coalesce(
+                Sum("usage_records__amount", filter=live), Value(Decimal("0")), output_field=money
+            ),
+            # Upstream cost counts every image we paid for, test keys included.
+            _cost=Coalesce(
+                Sum("usage_records__upstream_cost", filter=window), Value(Decimal("0")), output_field=money
+            ),
+        )
+
+
+@admin.register(OrganizationMonthlySummary)
+class OrganizationMonthlySummaryAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "plan",
+        "status",
+        "images",
+        "revenue",
+        "upstream_cost",
+        "margin",
+        "margin_percent",
+    )
+    list_filter = (MonthFilter, "plan", "status")
+    search_fields = ("name", "slug", "public_id")
+    list_select_related = ("plan",)
+    ordering = ("name",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Live images", ordering="_images")
+    def images(self, obj):
+        return obj._images
+
+    @admin.display(description="Revenue", ordering="_revenue")
+    def revenue(self, obj):
+        return obj._revenue.quantize(Decimal("0.01"))
+
+    @admin.display(description="Upstream cost", ordering="_cost")
+    def upstream_cost(self, obj):
+        return obj._cost.quantize(Decimal("0.01"))
+
+    @admin.display(description="Margin")
+    def margin(self, obj):
+        return (obj._revenue - obj._cost).quantize(Decimal("0.01"))
+
+    @admin.display(description="Margin %")
+    def margin_percent(self, obj):
+        if not obj._revenue:
+            return "–"
+        return f"{(obj._revenue - obj._cost) / obj._revenue * 100:.1f} %"
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(admin.ModelAdmin):
+    list_display = (
+        "organization",
+        "stripe_customer_id",
+        "subscription_status",
+        "plan",
+        "current_period_end",
+        "payment_failed_at",
+        "last_invoice_paid_at",
+    )
+    list_filter = ("subscription_status", "plan")
+    search_fields = ("organization__name", "stripe_customer_id", "stripe_subscription_id")
+    list_select_related = ("organization", "plan")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Mirrored from Stripe; editing here would be overwritten by the next webhook.
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ("event_id", "type", "organization", "outcome", "livemode", "created", "received_at")
+    list_filter = ("type", "livemode")
+    search_fields = ("event_id", "organization__name")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(BillingMeter)
+class BillingMeterAdmin(admin.ModelAdmin):
+    list_display = ("tier", "event_name", "stripe_meter_id", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
