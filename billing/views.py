@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -19,6 +20,7 @@ from billing import errors, selectors, services, stripe_client
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
 from tenants.models import ALL_TIERS, Membership, Organization, Plan
+from tenants.schema import ERRORS
 from tenants.selectors import billing_period_end, billing_period_start, organizations_for_user
 
 MAX_USAGE_RANGE_DAYS = 366
@@ -224,6 +226,23 @@ def _group(rows, key) -> list[dict]:
     return [{"key": k, **v} for k, v in groups.items()]
 
 
+USAGE_RESPONSE = inline_serializer(
+    "Usage",
+    {
+        "object": serializers.CharField(),
+        "organization": serializers.CharField(),
+        "start": serializers.DateField(),
+        "end": serializers.DateField(),
+        "currency": serializers.CharField(),
+        "totals": UsageTotalsSerializer(),
+        "by_day": UsageDaySerializer(many=True),
+        "by_tier": UsageTierSerializer(many=True),
+        "by_key": UsageKeySerializer(many=True),
+        "data": UsageRowSerializer(many=True),
+    },
+)
+
+
 class UsageView(OrganizationScopedAPIView):
     """GET /v1/usage?start=YYYY-MM-DD&end=YYYY-MM-DD: the caller's images and amount by day, tier and
     key (UTC days, both ends inclusive; default this month; at most 366 days). Amounts are in the
@@ -231,6 +250,7 @@ class UsageView(OrganizationScopedAPIView):
 
     required_scope = "read"
 
+    @extend_schema(parameters=[UsageQuerySerializer], responses={200: USAGE_RESPONSE, **ERRORS})
     def get(self, request):
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
