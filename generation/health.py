@@ -37,6 +37,19 @@ def _circuit_key(route_id: int) -> str:
     return f"{settings.REDIS_PREFIX}:circuit:{route_id}"
 
 
+def circuits_open(route_ids: list[int]) -> set[int]:
+    """Routes whose circuit some worker has opened (shared through Redis; empty without Redis).
+    For dashboards: the web process has no HealthBook of its own."""
+    client = get_redis()
+    if client is None or not route_ids:
+        return set()
+    try:
+        flags = client.mget([_circuit_key(route_id) for route_id in route_ids])
+    except Exception:  # noqa: BLE001 - a dashboard must render even when Redis is down
+        return set()
+    return {route_id for route_id, flag in zip(route_ids, flags, strict=True) if flag}
+
+
 @dataclass
 class RouteState:
     ewma_ms: float | None = None
