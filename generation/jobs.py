@@ -107,9 +107,11 @@ def job_submit(
     api_key: ApiKey,
     request: GenerationRequest,
     idempotency_key: str | None = None,
+    public_id: str | None = None,
 ) -> tuple[Job, bool]:
     """Validate against the routes, reserve quota and concurrency, insert the job, ring the
-    doorbell on commit. Returns (job, created); an idempotent replay returns the original job."""
+    doorbell on commit. Returns (job, created); an idempotent replay returns the original job.
+    `public_id` lets a caller register interest in the job before it exists (see JobWaiter)."""
     request_hash = request.fingerprint()
     if idempotency_key:
         existing = _idempotent_match(organization, idempotency_key, request_hash)
@@ -134,6 +136,7 @@ def job_submit(
             period = quota_reserve(organization=organization, images=request.count) if livemode else None
             concurrency_acquire(organization=organization)
             job = Job.objects.create(
+                **({"public_id": public_id} if public_id else {}),
                 organization=organization,
                 api_key=api_key,
                 livemode=livemode,
@@ -171,9 +174,9 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
 
 
-def job_claim(*, public_id: str, owner: str) -> int | None:
-    """Take the job for `owner` if nobody holds a live lease on it. Returns its pk, or None when
-    it is finished, canceled, or running elsewhere (a duplicate or late doorbell: do nothing)."""
+def job_claim(*, public_id: str, owner: str) -> bool:
+    """Take the job for `owner` if nobody holds a live lease on it. False when it is finished,
+    canceled, or running elsewhere (a duplicate or late doorbell: do nothing)."""
     now = timezone.now()
     claimable = Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     updated = Job.objects.filter(
@@ -185,19 +188,23 @@ def job_claim(*, public_id: str, owner: str) -> int | None:
         attempts=F("attempts") + 1,
         started_at=Coalesce(F("started_at"), now),
     )
-    if not updated:
-        return None
-    return Job.objects.filter(public_id=public_id).values_list("pk", flat=True).first()
+    return bool(updated)
 
 
-def job_renew_leases(*, job_ids: list[int], owner: str) -> set[int]:
+def job_load(*, public_id: str) -> Job:
+    return Job.objects.select_related("organization__plan").get(public_id=public_id)
+
+
+def job_renew_leases(*, public_ids: list[str], owner: str) -> set[str]:
     """Extend our leases; returns the ids we still hold (others were canceled or taken over)."""
-    if not job_ids:
+    if not public_ids:
         return set()
-    held = Job.objects.filter(pk__in=job_ids, status=Job.Status.RUNNING, lease_owner=owner)
-    alive = set(held.values_list("pk", flat=True))
+    held = Job.objects.filter(public_id__in=public_ids, status=Job.Status.RUNNING, lease_owner=owner)
+    alive = set(held.values_list("public_id", flat=True))
     if alive:
-        Job.objects.filter(pk__in=alive, lease_owner=owner).update(lease_expires_at=timezone.now() + _lease())
+        Job.objects.filter(public_id__in=alive, lease_owner=owner).update(
+            lease_expires_at=timezone.now() + _lease()
+        )
     return alive
 
 
@@ -232,9 +239,15 @@ def _release(job: Job, *, delivered: int) -> None:
     concurrency_release(organization_id=job.organization_id)
 
 
-def _after_commit(job_public_id: str) -> None:
-    transaction.on_commit(partial(job_finished_publish, job_public_id))
-    transaction.on_commit(partial(_job_finished_hooks, job_public_id))
+def _finished(job: Job, images: list[Image], **fields) -> None:
+    """Reflect a terminal UPDATE on the in-memory job, then, after commit, tell the waiting request
+    (with the finished job's document, so it need not read it back) and run completion hooks."""
+    for name, value in fields.items():
+        setattr(job, name, value)
+    from generation.serializers import job_document
+
+    transaction.on_commit(partial(job_finished_publish, job.public_id, job_document(job, images)))
+    transaction.on_commit(partial(_job_finished_hooks, job.public_id))
 
 
 def _job_finished_hooks(job_public_id: str) -> None:
@@ -283,7 +296,7 @@ def job_succeed(
             )
         )
     first = images[0] if images else None
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=owner).update(
+    fields = dict(
         status=Job.Status.SUCCEEDED,
         finished_at=now,
         served_tier=first.served_tier if first else "",
@@ -300,29 +313,28 @@ def job_succeed(
         lease_owner="",
         lease_expires_at=None,
     )
-    if not updated:
+    if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=owner).update(**fields):
         raise LeaseLost(job.public_id)
-    Image.objects.bulk_create(
-        [
-            Image(
-                public_id=image.public_id,
-                job_id=job.pk,
-                organization_id=job.organization_id,
-                index=image.index,
-                storage_path=image.storage_path,
-                width=image.width,
-                height=image.height,
-                mime_type=image.mime_type,
-                size_bytes=image.size_bytes,
-                filtered=image.filtered,
-                filter_reason=image.filter_reason,
-            )
-            for image in images
-        ]
-    )
+    rows = [
+        Image(
+            public_id=image.public_id,
+            job_id=job.pk,
+            organization_id=job.organization_id,
+            index=image.index,
+            storage_path=image.storage_path,
+            width=image.width,
+            height=image.height,
+            mime_type=image.mime_type,
+            size_bytes=image.size_bytes,
+            filtered=image.filtered,
+            filter_reason=image.filter_reason,
+        )
+        for image in images
+    ]
+    Image.objects.bulk_create(rows)
     UsageRecord.objects.bulk_create(records)
     _release(job, delivered=len(delivered))
-    _after_commit(job.public_id)
+    _finished(job, rows, **fields)
 
 
 @transaction.atomic
@@ -343,7 +355,7 @@ def job_fail(
         claimed = Q(status=Job.Status.QUEUED) | Q(
             status=Job.Status.RUNNING, lease_expires_at__lt=timezone.now()
         )
-    updated = Job.objects.filter(claimed, pk=job.pk).update(
+    fields = dict(
         status=Job.Status.FAILED,
         finished_at=timezone.now(),
         error_code=code,
@@ -353,9 +365,10 @@ def job_fail(
         lease_owner="",
         lease_expires_at=None,
     )
+    updated = Job.objects.filter(claimed, pk=job.pk).update(**fields)
     if updated:
         _release(job, delivered=0)
-        _after_commit(job.public_id)
+        _finished(job, [], **fields)
     return bool(updated)
 
 
@@ -365,14 +378,18 @@ def job_cancel(*, organization: Organization, public_id: str) -> Job:
     job = Job.objects.for_org(organization).filter(public_id=public_id).first()
     if job is None:
         raise NotFound(f"No generation {public_id}.", param="id")
-    updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+    job.organization = organization
+    fields = dict(
         status=Job.Status.CANCELED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
     )
-    job.refresh_from_db()
+    updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+        **fields
+    )
     if not updated:
+        job.refresh_from_db()
         raise JobNotCancelable(f"Generation {public_id} already {job.status}.")
     _release(job, delivered=0)
-    _after_commit(job.public_id)
+    _finished(job, [], **fields)
     return job
 
 

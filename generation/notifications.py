@@ -1,10 +1,11 @@
-"""Telling a waiting request, at once, that its job finished.
+"""Telling a waiting request, at once, that its job finished, and what it finished with.
 
-With Redis, the worker PUBLISHes the job id on one channel after the finishing transaction commits,
-and each web process runs one listener thread that wakes the matching waiters (threads parked in
-`job_wait`). Without Redis (development on SQLite) waiters poll the job row. Either way the
-database row is the truth: waiters re-read it, and also re-check it every few seconds in case a
-message was lost (pub/sub is fire-and-forget).
+With Redis, the worker PUBLISHes `<job id> <job document as JSON>` on one channel after the
+finishing transaction commits; each web process runs one listener thread that hands the document
+to the request parked on that job (`JobWaiter`), which answers without reading the database again.
+A waiter registers *before* its job is enqueued, so the completion cannot slip past it. Without
+Redis (development on SQLite) waiters poll the job row. Either way the database stays the truth:
+a waiter re-checks it every few seconds in case a message was lost (pub/sub is fire-and-forget).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import orjson
 from django.conf import settings
 from django.db import connection
 
@@ -30,49 +32,96 @@ def _channel() -> str:
     return f"{settings.REDIS_PREFIX}:jobs:finished"
 
 
-def job_finished_publish(public_id: str) -> None:
+def job_finished_publish(public_id: str, document: dict | None = None) -> None:
     client = get_redis()
     if client is None:
         return
+    payload = public_id.encode() + b" " + (orjson.dumps(document) if document is not None else b"null")
     try:
-        client.publish(_channel(), public_id)
+        client.publish(_channel(), payload)
     except Exception:  # noqa: BLE001 - waiters fall back to polling; never fail the job over this
         logger.warning("could not publish completion of %s", public_id, exc_info=True)
+
+
+class JobWaiter:
+    """One parked request. `document` is set by the listener thread before `event` is."""
+
+    def __init__(self, public_id: str) -> None:
+        self.public_id = public_id
+        self.event = threading.Event()
+        self.document: dict | None = None
+
+    def wait(self, *, timeout: float, is_done: Callable[[], bool]) -> dict | bool:
+        """Up to `timeout` seconds: the finished job's document when it was pushed to us, else
+        whether the database says the job is finished."""
+        deadline = time.monotonic() + timeout
+        if get_redis() is None:
+            while True:
+                if is_done():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(DATABASE_POLL_SECONDS, remaining))
+        _release_db_connection()
+        while True:
+            remaining = deadline - time.monotonic()
+            if self.event.wait(max(0.0, min(remaining, SAFETY_POLL_SECONDS))):
+                return self.document if self.document is not None else True
+            if remaining <= SAFETY_POLL_SECONDS:
+                return _checked(is_done)
+            if _checked(is_done):
+                return True
+
+
+def _checked(is_done: Callable[[], bool]) -> bool:
+    try:
+        return is_done()
+    finally:
+        _release_db_connection()
 
 
 class _Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._events: dict[str, set[threading.Event]] = defaultdict(set)
+        self._waiters: dict[str, list[JobWaiter]] = {}
         self._thread: threading.Thread | None = None
         self._url = ""
 
-    def register(self, public_id: str) -> threading.Event:
-        event = threading.Event()
+    def register(self, public_id: str) -> JobWaiter:
+        waiter = JobWaiter(public_id)
         with self._lock:
-            self._events[public_id].add(event)
+            self._waiters.setdefault(public_id, []).append(waiter)
             if self._thread is None or not self._thread.is_alive() or self._url != settings.REDIS_URL:
                 self._url = settings.REDIS_URL
+                ready = threading.Event()
                 self._thread = threading.Thread(
-                    target=self._listen, name="job-finished-listener", daemon=True
+                    target=self._listen, args=(ready,), name="job-finished-listener", daemon=True
                 )
                 self._thread.start()
-        return event
+                ready.wait(2.0)  # subscribed before the first job can finish
+        return waiter
 
-    def unregister(self, public_id: str, event: threading.Event) -> None:
+    def unregister(self, waiter: JobWaiter) -> None:
         with self._lock:
-            events = self._events.get(public_id)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._events[public_id]
+            waiters = self._waiters.get(waiter.public_id)
+            if waiters is not None:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[waiter.public_id]
 
-    def _wake(self, public_id: str) -> None:
+    def _deliver(self, data: bytes) -> None:
+        public_id, _, body = data.partition(b" ")
         with self._lock:
-            for event in self._events.get(public_id, ()):
-                event.set()
+            waiters = self._waiters.get(public_id.decode())
+            if not waiters:
+                return  # another process's job: not even decoded
+            document = orjson.loads(body) if body else None
+            for waiter in waiters:
+                waiter.document = document
+                waiter.event.set()
 
-    def _listen(self) -> None:
+    def _listen(self, ready: threading.Event) -> None:
         backoff = 0.1
         url = self._url
         while url == settings.REDIS_URL:
@@ -82,11 +131,12 @@ class _Waiters:
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(_channel())
+                pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+                ready.set()
                 backoff = 0.1
                 for message in pubsub.listen():
                     if message.get("type") == "message":
-                        data = message["data"]
-                        self._wake(data.decode() if isinstance(data, bytes) else str(data))
+                        self._deliver(message["data"])
             except Exception:  # noqa: BLE001 - reconnect; waiters poll meanwhile
                 logger.warning("job notification listener lost Redis; reconnecting", exc_info=True)
                 time.sleep(backoff)
@@ -96,40 +146,27 @@ class _Waiters:
 _waiters = _Waiters()
 
 
+@contextmanager
+def job_waiter(public_id: str) -> Iterator[JobWaiter]:
+    """Register interest in a job's completion; enter before the job can possibly finish."""
+    waiter = _waiters.register(public_id) if get_redis() is not None else JobWaiter(public_id)
+    try:
+        yield waiter
+    finally:
+        if get_redis() is not None:
+            _waiters.unregister(waiter)
+
+
+def job_wait(*, public_id: str, timeout: float, is_done: Callable[[], bool]) -> dict | bool:
+    """Wait for a job that may already be running (registers now, then checks the row once)."""
+    with job_waiter(public_id) as waiter:
+        if _checked(is_done):
+            return True
+        return waiter.wait(timeout=timeout, is_done=is_done)
+
+
 def _release_db_connection() -> None:
     """A parked request should not hold a database connection. With the PostgreSQL pool, closing
     returns it to the pool; with persistent connections we keep it (reconnecting costs more)."""
     if connection.settings_dict.get("OPTIONS", {}).get("pool"):
         connection.close()
-
-
-def job_wait(*, public_id: str, timeout: float, is_done: Callable[[], bool]) -> bool:
-    """Block up to `timeout` seconds until `is_done()` is true; return whether it is."""
-    deadline = time.monotonic() + timeout
-    if get_redis() is None:
-        while True:
-            if is_done():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(DATABASE_POLL_SECONDS, remaining))
-    event = _waiters.register(public_id)
-
-    def check() -> bool:
-        try:
-            return is_done()
-        finally:
-            _release_db_connection()
-
-    try:
-        if check():
-            return True
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return check()
-            if event.wait(min(remaining, SAFETY_POLL_SECONDS)) or check():
-                return True
-    finally:
-        _waiters.unregister(public_id, event)

@@ -34,6 +34,7 @@ from generation.jobs import (
     DeliveredImage,
     LeaseLost,
     job_fail,
+    job_load,
     job_plan,
     job_reap,
     job_renew_leases,
@@ -62,10 +63,6 @@ def _with_db(fn, *args, **kwargs):
             raise
         connection.close()
         return fn(*args, **kwargs)
-
-
-def _load_job(job_id: int) -> Job:
-    return Job.objects.select_related("organization__plan").get(pk=job_id)
 
 
 def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
@@ -137,7 +134,7 @@ class JobRunner:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pid = os.getpid()
         self.health = HealthBook()
-        self.inflight: dict[int, asyncio.Task] = {}
+        self.inflight: dict[str, asyncio.Task] = {}
         self.accepting = True
         self._db_pool = ThreadPoolExecutor(
             max_workers=settings.GENERATION_RUNNER_DB_THREADS, thread_name_prefix="runner-db"
@@ -179,9 +176,9 @@ class JobRunner:
         for future in [self._db_pool.submit(close) for _ in range(size)]:
             future.result()
 
-    def submit(self, job_id: int) -> None:
+    def submit(self, public_id: str) -> None:
         """Called from the worker's task thread after a successful claim."""
-        self._loop.call_soon_threadsafe(self._start_job, job_id)
+        self._loop.call_soon_threadsafe(self._start_job, public_id)
 
     def has_capacity(self) -> bool:
         return self.accepting and len(self.inflight) < settings.GENERATION_RUNNER_MAX_JOBS
@@ -213,12 +210,12 @@ class JobRunner:
     async def db(self, fn, /, *args, **kwargs):
         return await self._loop.run_in_executor(self._db_pool, partial(_with_db, fn, *args, **kwargs))
 
-    def _start_job(self, job_id: int) -> None:
-        if job_id in self.inflight:
+    def _start_job(self, public_id: str) -> None:
+        if public_id in self.inflight:
             return
-        task = self._loop.create_task(self._run(job_id), name=f"job-{job_id}")
-        self.inflight[job_id] = task
-        task.add_done_callback(lambda _: self.inflight.pop(job_id, None))
+        task = self._loop.create_task(self._run(public_id), name=public_id)
+        self.inflight[public_id] = task
+        task.add_done_callback(lambda _: self.inflight.pop(public_id, None))
 
     async def _supervise(self) -> None:
         """Renew leases, flush stats and reap until the worker's main thread ends, then drain."""
@@ -257,15 +254,15 @@ class JobRunner:
         ids = list(self.inflight)
         if not ids:
             return
-        alive = await self.db(job_renew_leases, job_ids=ids, owner=self.owner)
-        for job_id in ids:
-            if job_id not in alive and job_id in self.inflight:
-                self.inflight[job_id].cancel()  # canceled by the customer, or taken over
+        alive = await self.db(job_renew_leases, public_ids=ids, owner=self.owner)
+        for public_id in ids:
+            if public_id not in alive and public_id in self.inflight:
+                self.inflight[public_id].cancel()  # canceled by the customer, or taken over
 
-    async def _run(self, job_id: int) -> None:
+    async def _run(self, public_id: str) -> None:
         job = None
         try:
-            job = await self.db(_load_job, job_id)
+            job = await self.db(job_load, public_id=public_id)
             try:
                 plan = await self.db(job_plan, job=job)
             except ImagegateError as exc:
@@ -290,9 +287,9 @@ class JobRunner:
             outcome = await self.router.execute(plan, request, deadline=deadline)
             await self._finish(job, outcome)
         except asyncio.CancelledError:
-            logger.info("job %s stopped: no longer ours", job_id)
+            logger.info("job %s stopped: no longer ours", public_id)
         except Exception:
-            logger.exception("job %s crashed", job_id)
+            logger.exception("job %s crashed", public_id)
             if job is not None:
                 await self.db(
                     job_fail,

@@ -26,9 +26,8 @@ def run_job(public_id: str) -> None:
     runner = get_runner()
     # Back-pressure: a full runner leaves the doorbell to other worker processes for a while.
     runner.wait_for_capacity(CAPACITY_WAIT_SECONDS)
-    job_id = job_claim(public_id=public_id, owner=runner.owner)
-    if job_id is not None:
-        runner.submit(job_id)
+    if job_claim(public_id=public_id, owner=runner.owner):
+        runner.submit(public_id)
 
 
 def reap_jobs() -> dict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
+from functools import partial
 
 from django.http import FileResponse, Http404, JsonResponse
 from django.views import View
@@ -13,10 +15,15 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from generation.jobs import job_cancel, job_submit
-from generation.models import Image, Job
-from generation.notifications import job_wait
+from generation.models import Image, Job, new_job_id
+from generation.notifications import JobWaiter, job_wait, job_waiter
 from generation.selectors import job_get, job_is_finished, job_list, models_for_organization
-from generation.serializers import GenerationCreateInputSerializer, JobOutputSerializer
+from generation.serializers import (
+    GenerationCreateInputSerializer,
+    JobOutputSerializer,
+    job_document,
+    job_render,
+)
 from generation.storage import image_open, image_url_valid
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
@@ -46,24 +53,38 @@ def wait_seconds(request) -> float | None:
     return value
 
 
-def job_wait_and_reload(*, job: Job, timeout: float) -> Job:
-    job_wait(public_id=job.public_id, timeout=timeout, is_done=lambda: job_is_finished(job_pk=job.pk))
-    return job_get(organization=job.organization, public_id=job.public_id)
+def job_wait_document(*, job: Job, timeout: float, waiter: JobWaiter | None = None) -> dict:
+    """The job's document as soon as it finishes, or as it is after `timeout` seconds. A document
+    pushed by the worker is used as is; otherwise the job is read back."""
+    is_done = partial(job_is_finished, job_pk=job.pk)
+    if waiter is not None:
+        result = waiter.wait(timeout=timeout, is_done=is_done)
+    else:
+        result = job_wait(public_id=job.public_id, timeout=timeout, is_done=is_done)
+    if isinstance(result, dict):
+        return result
+    return job_document_of(job_get(organization=job.organization, public_id=job.public_id))
 
 
-def job_response(job: Job, *, waited: bool, created: bool = False) -> Response:
-    data = JobOutputSerializer(job).data
-    headers = {"Location": f"/v1/generations/{job.public_id}"}
-    if waited and job.status == Job.Status.FAILED:
-        status = _FAILED_STATUS.get(job.error_code, 503)
-        error = {
-            "type": "invalid_request_error" if status == 400 else "api_error",
-            "code": job.error_code,
-            "message": job.error_message,
+def job_document_of(job: Job) -> dict:
+    return job_document(job, list(job.images.all()))
+
+
+def job_response(document: dict, *, waited: bool) -> Response:
+    data = job_render(document)
+    headers = {"Location": f"/v1/generations/{document['id']}"}
+    status = document["status"]
+    if waited and status == Job.Status.FAILED:
+        error = document["error"] or {"code": "upstream_unavailable", "message": ""}
+        http_status = _FAILED_STATUS.get(error["code"], 503)
+        body = {
+            "type": "invalid_request_error" if http_status == 400 else "api_error",
+            "code": error["code"],
+            "message": error["message"],
             "param": None,
         }
-        return Response({"error": error, "generation": data}, status=status, headers=headers)
-    return Response(data, status=200 if job.is_terminal else 202, headers=headers)
+        return Response({"error": body, "generation": data}, status=http_status, headers=headers)
+    return Response(data, status=200 if status in Job.TERMINAL else 202, headers=headers)
 
 
 WAIT_PARAMETER = OpenApiParameter(
@@ -109,17 +130,23 @@ class GenerationListCreateView(OrganizationScopedAPIView):
             )
         serializer = GenerationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        job, created = job_submit(
-            organization=self.organization,
-            api_key=self.api_key,
-            request=serializer.to_request(),
-            idempotency_key=idempotency_key,
-        )
-        if wait:
-            job = job_wait_and_reload(job=job, timeout=wait)
-        else:
-            job = job_get(organization=self.organization, public_id=job.public_id)
-        return job_response(job, waited=bool(wait), created=created)
+        public_id = new_job_id()
+        # Registered before the job exists, so its completion cannot be missed.
+        with job_waiter(public_id) if wait else nullcontext() as waiter:
+            job, created = job_submit(
+                organization=self.organization,
+                api_key=self.api_key,
+                request=serializer.to_request(),
+                idempotency_key=idempotency_key,
+                public_id=public_id,
+            )
+            if wait:
+                document = job_wait_document(job=job, timeout=wait, waiter=waiter if created else None)
+            elif created:
+                document = job_document(job, [])  # just inserted: nothing to read back
+            else:
+                document = job_document_of(job_get(organization=self.organization, public_id=job.public_id))
+        return job_response(document, waited=bool(wait))
 
     @extend_schema(
         responses={200: JOB_LIST, **ERRORS},
@@ -162,8 +189,8 @@ class GenerationDetailView(OrganizationScopedAPIView):
         job = job_get(organization=self.organization, public_id=public_id)
         wait = wait_seconds(request)
         if wait and not job.is_terminal:
-            job = job_wait_and_reload(job=job, timeout=wait)
-        return job_response(job, waited=False)
+            return job_response(job_wait_document(job=job, timeout=wait), waited=False)
+        return job_response(job_document_of(job), waited=False)
 
 
 class GenerationCancelView(OrganizationScopedAPIView):
@@ -171,8 +198,8 @@ class GenerationCancelView(OrganizationScopedAPIView):
 
     @extend_schema(request=None, responses={200: JobOutputSerializer, **ERRORS})
     def post(self, request, public_id: str):
-        job_cancel(organization=self.organization, public_id=public_id)
-        return job_response(job_get(organization=self.organization, public_id=public_id), waited=False)
+        job = job_cancel(organization=self.organization, public_id=public_id)
+        return job_response(job_document(job, []), waited=False)
 
 
 class ModelListView(OrganizationScopedAPIView):

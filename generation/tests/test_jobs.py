@@ -110,22 +110,22 @@ def test_idempotency_keys_are_per_organization(alice, charlie):
 
 def test_claim_is_exclusive_until_the_lease_expires(alice, settings):
     job, _ = submit(alice)
-    assert job_claim(public_id=job.public_id, owner="w1") == job.pk
-    assert job_claim(public_id=job.public_id, owner="w2") is None  # a duplicate doorbell
+    assert job_claim(public_id=job.public_id, owner="w1")
+    assert not job_claim(public_id=job.public_id, owner="w2")  # a duplicate doorbell
     Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert job_claim(public_id=job.public_id, owner="w2") == job.pk  # the first worker died
+    assert job_claim(public_id=job.public_id, owner="w2")  # the first worker died
     job.refresh_from_db()
     assert job.attempts == 2 and job.lease_owner == "w2" and job.status == "running"
-    assert job_renew_leases(job_ids=[job.pk], owner="w1") == set()
-    assert job_renew_leases(job_ids=[job.pk], owner="w2") == {job.pk}
+    assert job_renew_leases(public_ids=[job.public_id], owner="w1") == set()
+    assert job_renew_leases(public_ids=[job.public_id], owner="w2") == {job.public_id}
 
 
 def test_claim_gives_up_after_max_attempts(alice, settings):
     settings.GENERATION_MAX_ATTEMPTS = 1
     job, _ = submit(alice)
-    assert job_claim(public_id=job.public_id, owner="w1") == job.pk
+    assert job_claim(public_id=job.public_id, owner="w1")
     Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert job_claim(public_id=job.public_id, owner="w2") is None
+    assert not job_claim(public_id=job.public_id, owner="w2")
 
 
 def test_succeed_records_images_and_bills_each_delivered_image_once(alice):
@@ -225,4 +225,4 @@ def test_cancel(alice, charlie):
     assert reserved(alice.organization) == 0 and in_flight(alice.organization) == 0
     with pytest.raises(JobNotCancelable):
         job_cancel(organization=alice.organization, public_id=job.public_id)
-    assert job_claim(public_id=job.public_id, owner="w1") is None  # a late doorbell does nothing
+    assert not job_claim(public_id=job.public_id, owner="w1")  # a late doorbell does nothing
