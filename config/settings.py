@@ -233,7 +233,7 @@ GENERATION_REENQUEUE_AFTER_SECONDS = env_int("GENERATION_REENQUEUE_AFTER_SECONDS
 GENERATION_REAPER_INTERVAL_SECONDS = env_int("GENERATION_REAPER_INTERVAL_SECONDS", 10, minimum=1)
 # Upstream calls one worker process keeps in flight (they are asyncio tasks, not processes).
 GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=1)
-GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 8, minimum=1)
+GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 4, minimum=1)
 # Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
 GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 

@@ -5,13 +5,26 @@ process keeps hundreds of upstream calls in flight instead of one. A duplicated 
 the job already claimed or finished, and does nothing.
 """
 
+import os
+
 from django.conf import settings
+from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from generation.jobs import job_claim, job_reap
 from generation.runner import get_runner
 
 CAPACITY_WAIT_SECONDS = 20.0
+_brokers: dict[int, object] = {}
+
+
+def _broker():
+    """One broker per process: async_task would otherwise build one (and a Redis client) per call."""
+    pid = os.getpid()
+    if pid not in _brokers:
+        _brokers.clear()
+        _brokers[pid] = get_broker()
+    return _brokers[pid]
 
 
 def enqueue_run_job(public_id: str) -> None:
@@ -19,7 +32,9 @@ def enqueue_run_job(public_id: str) -> None:
         run_job(public_id)
         return
     # save=False: a success row per image would cost a write (and a prune) on the hot path.
-    async_task("generation.tasks.run_job", public_id, task_name=f"run-{public_id}", save=False)
+    async_task(
+        "generation.tasks.run_job", public_id, task_name=f"run-{public_id}", save=False, broker=_broker()
+    )
 
 
 def run_job(public_id: str) -> None:

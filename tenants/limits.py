@@ -32,13 +32,18 @@ def quota_reserve(*, organization: Organization, images: int, now: datetime | No
         raise ValueError("images must be positive")
     limit = organization_limits(organization=organization).monthly_images
     period_start = billing_period_start(now)
-    # INSERT ... ON CONFLICT DO NOTHING: creating the month's row is race-free too.
-    QuotaPeriod.objects.bulk_create(
-        [QuotaPeriod(organization=organization, period_start=period_start)], ignore_conflicts=True
+    month = QuotaPeriod.objects.filter(organization=organization, period_start=period_start)
+    taken = month.filter(images_reserved__lte=limit - images).update(
+        images_reserved=F("images_reserved") + images
     )
-    taken = QuotaPeriod.objects.filter(
-        organization=organization, period_start=period_start, images_reserved__lte=limit - images
-    ).update(images_reserved=F("images_reserved") + images)
+    if not taken and not month.exists():
+        # First reservation of the month: INSERT ... ON CONFLICT DO NOTHING is race-free, then retry.
+        QuotaPeriod.objects.bulk_create(
+            [QuotaPeriod(organization=organization, period_start=period_start)], ignore_conflicts=True
+        )
+        taken = month.filter(images_reserved__lte=limit - images).update(
+            images_reserved=F("images_reserved") + images
+        )
     if not taken:
         raise QuotaExceeded(
             f"This request needs {images} image(s) but the monthly quota of {limit} images is used up "
