@@ -37,7 +37,7 @@ class ProviderAccount(models.Model):
         GEMINI_API = "gemini_api", "Gemini Developer API"
         VERTEX_AI = "vertex_ai", "Vertex AI"
 
-    DEFAULT_BASE_URLS = {
+    DEFAULT_BASE_URLS: dict[str, tuple[str, str]] = {
         Kind.GEMINI_API: ("GEMINI_API_BASE", "https://generativelanguage.googleapis.com"),
         Kind.VERTEX_AI: ("VERTEX_API_BASE", "https://aiplatform.googleapis.com"),
     }

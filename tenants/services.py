@@ -12,7 +12,7 @@ import string
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -48,7 +48,7 @@ def _unique_slug(name: str) -> str:
 
 @transaction.atomic
 def organization_create(
-    *, name: str, owner: AbstractBaseUser | None = None, plan: Plan | None = None, slug: str | None = None
+    *, name: str, owner: User | None = None, plan: Plan | None = None, slug: str | None = None
 ) -> Organization:
     name = name.strip()
     if not name:
@@ -70,7 +70,7 @@ def organization_create(
     return organization
 
 
-def membership_add(*, organization: Organization, user: AbstractBaseUser, role: str) -> Membership:
+def membership_add(*, organization: Organization, user: User, role: str) -> Membership:
     membership, _ = Membership.objects.update_or_create(
         organization=organization, user=user, defaults={"role": Membership.Role(role)}
     )
@@ -83,7 +83,7 @@ def api_key_create(
     name: str,
     mode: str,
     scopes: list[str],
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never retrievable again."""

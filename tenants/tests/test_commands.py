@@ -9,7 +9,9 @@ from tenants.models import ApiKey, Organization
 
 
 def _key(output: str) -> str:
-    return re.search(r"(ig_(?:live|test)_[A-Za-z0-9]{40})", output).group(1)
+    match = re.search(r"(ig_(?:live|test)_[A-Za-z0-9]{40})", output)
+    assert match, output
+    return match.group(1)
 
 
 def _get_org(raw_key: str):
