@@ -168,6 +168,25 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# Generated images: the local filesystem (under IMAGEGATE_VAR_DIR/media) unless an S3-compatible
+# bucket is configured (`pip install '.[s3]'`); then image URLs are the store's own presigned URLs.
+IMAGE_STORAGE_BUCKET = env_str("IMAGE_STORAGE_BUCKET", "")
+if IMAGE_STORAGE_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": IMAGE_STORAGE_BUCKET,
+            "endpoint_url": env_str("IMAGE_STORAGE_ENDPOINT_URL", "") or None,
+            "region_name": env_str("IMAGE_STORAGE_REGION", "") or None,
+            "access_key": env_str("IMAGE_STORAGE_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("IMAGE_STORAGE_SECRET_ACCESS_KEY", "") or None,
+            "querystring_auth": True,  # private objects, presigned URLs
+            "default_acl": None,
+            "file_overwrite": False,
+            "signature_version": "s3v4",
+        },
+    }
+
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Deny by default: every API view must authenticate with an API key unless it opts out explicitly.
