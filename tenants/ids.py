@@ -31,3 +31,7 @@ def new_organization_id() -> str:
 
 def new_api_key_id() -> str:
     return new_public_id("key")
+
+
+def new_invitation_id() -> str:
+    return new_public_id("inv")

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants.errors import InvalidRequest
-from tenants.models import ApiKey, Membership, Organization, Plan
+from tenants.models import ApiKey, Invitation, Membership, Organization, Plan
 
 KEY_PREFIXES = {ApiKey.Mode.LIVE: "ig_live_", ApiKey.Mode.TEST: "ig_test_"}
 KEY_SECRET_LENGTH = 40  # base62 characters: ~238 bits of entropy
@@ -149,3 +149,93 @@ def organization_reactivate(*, organization: Organization) -> None:
 def organization_change_plan(*, organization: Organization, plan: Plan) -> None:
     Organization.objects.filter(pk=organization.pk).update(plan=plan)
     organization.refresh_from_db(fields=["plan"])
+
+
+# --- Sign-up and invitations ----------------------------------------------------------------
+INVITATION_TTL = timedelta(days=7)
+
+
+@transaction.atomic
+def user_signup(*, username: str, email: str, password: str, organization_name: str) -> tuple[User, Organization]:
+    """A new user and their organization, of which they are the owner."""
+    user = User.objects.create_user(username=username, email=email, password=password)
+    organization = organization_create(name=organization_name, owner=user)
+    return user, organization
+
+
+def invitation_create(
+    *, organization: Organization, email: str, role: str, invited_by: User | None, now: datetime | None = None
+) -> tuple[Invitation, str]:
+    """An invitation and its token, which is returned once (for the e-mail) and stored hashed."""
+    email = email.strip().lower()
+    if not email:
+        raise InvalidRequest("An invitation needs an e-mail address.", param="email")
+    try:
+        role = Membership.Role(role)
+    except ValueError:
+        raise InvalidRequest("role must be owner, admin or member.", param="role") from None
+    if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
+        raise InvalidRequest(f"{email} is already a member of {organization.name}.", param="email")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organization=organization,
+        email=email,
+        role=role,
+        token_hash=api_key_hash(token),
+        invited_by=invited_by,
+        expires_at=(now or timezone.now()) + INVITATION_TTL,
+    )
+    return invitation, token
+
+
+def invitation_get_pending(*, token: str, now: datetime | None = None) -> Invitation | None:
+    """The pending, unexpired invitation this token opens, or None (unknown, used, revoked, expired)."""
+    invitation = (
+        Invitation.objects.select_related("organization").filter(token_hash=api_key_hash(token)).first()
+    )
+    if invitation is None or not invitation.is_pending or invitation.expires_at <= (now or timezone.now()):
+        return None
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation, user: User, now: datetime | None = None) -> Membership:
+    """Join the organization with the invited role. Conditional UPDATE: a token is used once."""
+    now = now or timezone.now()
+    taken = Invitation.objects.filter(
+        pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now
+    ).update(accepted_at=now, accepted_by=user)
+    if not taken:
+        raise InvalidRequest("This invitation was already used, revoked or has expired.", param="token")
+    existing = Membership.objects.filter(organization=invitation.organization, user=user).first()
+    if existing is not None:  # never downgrade an existing member through an invitation
+        return existing
+    return Membership.objects.create(organization=invitation.organization, user=user, role=invitation.role)
+
+
+def invitation_revoke(*, invitation: Invitation, now: datetime | None = None) -> None:
+    Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(
+        revoked_at=now or timezone.now()
+    )
+
+
+def organization_update_settings(
+    *, organization: Organization, fallback_policy: str, image_url_ttl_seconds: int, auto_migrate_models: bool
+) -> Organization:
+    try:
+        fallback_policy = Organization.Fallback(fallback_policy)
+    except ValueError:
+        raise InvalidRequest("Unknown fallback policy.", param="fallback_policy") from None
+    if not 60 <= image_url_ttl_seconds <= 7 * 24 * 3600:
+        raise InvalidRequest(
+            "The image URL lifetime must be between 60 seconds and 7 days.", param="image_url_ttl_seconds"
+        )
+    Organization.objects.filter(pk=organization.pk).update(
+        fallback_policy=fallback_policy,
+        image_url_ttl_seconds=image_url_ttl_seconds,
+        auto_migrate_models=auto_migrate_models,
+    )
+    organization.fallback_policy = fallback_policy
+    organization.image_url_ttl_seconds = image_url_ttl_seconds
+    organization.auto_migrate_models = auto_migrate_models
+    return organization

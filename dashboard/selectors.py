@@ -1,0 +1,227 @@
+"""Reads behind the dashboard pages: each page's numbers in a few aggregate queries.
+
+Times are UTC; "this month" is the billing month (tenants.selectors.billing_period_start).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from billing.selectors import ZERO, organization_usage
+from generation.health import circuits_open
+from generation.models import Image, Job, Route, RouteStatsMinute
+from tenants.models import ALL_TIERS, ApiKey, Organization
+from tenants.selectors import billing_period_start, organization_overview
+
+LATENCY_SAMPLE_LIMIT = 20_000  # newest finished jobs of the month used for the percentiles
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def percentile(values: list[int], fraction: float) -> int | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not values:
+        return None
+    rank = max(1, round(fraction * len(values) + 0.4999))  # ceil without importing math for one call
+    return values[min(rank, len(values)) - 1]
+
+
+@dataclass(frozen=True)
+class Overview:
+    overview: object  # tenants.selectors.OrganizationOverview
+    images: int
+    billable_amount: Decimal
+    currency: str
+    chart: dict  # {"labels": [...], "tiers": {tier: [images per day]}, "p50": [...], "p95": [...]}
+    jobs_total: int
+    jobs_succeeded: int
+    jobs_failed: int
+    success_rate: float | None
+    images_total: int
+    images_filtered: int
+    filter_rate: float | None
+    latency_p50: int | None
+    latency_p95: int | None
+    recent_jobs: list[Job]
+
+
+def organization_dashboard(*, organization: Organization, now: datetime | None = None) -> Overview:
+    now = now or timezone.now()
+    month = billing_period_start(now)
+    today = now.astimezone(UTC).date()
+    labels = _days(month, today)
+    usage = organization_usage(organization=organization, start=month, end=today)
+    per_tier: dict[str, dict[date, int]] = {tier: defaultdict(int) for tier in ALL_TIERS}
+    for row in usage:
+        per_tier.setdefault(row.tier, defaultdict(int))[row.day] += row.images
+
+    jobs = list(
+        Job.objects.for_org(organization)
+        .filter(created_at__gte=_midnight(month))
+        .order_by("-public_id")
+        .values_list("status", "created_at", "finished_at")[:LATENCY_SAMPLE_LIMIT]
+    )
+    by_status: dict[str, int] = defaultdict(int)
+    latencies: dict[date, list[int]] = defaultdict(list)
+    for status, created, finished in jobs:
+        by_status[status] += 1
+        if status == Job.Status.SUCCEEDED and finished is not None:
+            latencies[created.astimezone(UTC).date()].append(int((finished - created).total_seconds() * 1000))
+    every_latency = sorted(ms for values in latencies.values() for ms in values)
+    for values in latencies.values():
+        values.sort()
+    finished_jobs = by_status[Job.Status.SUCCEEDED] + by_status[Job.Status.FAILED]
+
+    images = Image.objects.for_org(organization).filter(created_at__gte=_midnight(month))
+    image_counts = images.aggregate(total=Count("id"), filtered=Count("id", filter=Q(filtered=True)))
+    recent = list(
+        Job.objects.for_org(organization).select_related("organization").order_by("-public_id")[:8]
+    )
+    return Overview(
+        overview=organization_overview(organization=organization, now=now),
+        images=sum(row.images for row in usage if row.livemode),
+        billable_amount=sum((row.amount for row in usage if row.livemode), ZERO),
+        currency=organization.plan.currency,
+        chart={
+            "labels": [day.isoformat() for day in labels],
+            "tiers": {tier: [counts.get(day, 0) for day in labels] for tier, counts in per_tier.items()},
+            "p50": [percentile(latencies.get(day, []), 0.5) for day in labels],
+            "p95": [percentile(latencies.get(day, []), 0.95) for day in labels],
+        },
+        jobs_total=len(jobs),
+        jobs_succeeded=by_status[Job.Status.SUCCEEDED],
+        jobs_failed=by_status[Job.Status.FAILED],
+        success_rate=(by_status[Job.Status.SUCCEEDED] / finished_jobs) if finished_jobs else None,
+        images_total=image_counts["total"],
+        images_filtered=image_counts["filtered"],
+        filter_rate=(image_counts["filtered"] / image_counts["total"]) if image_counts["total"] else None,
+        latency_p50=percentile(every_latency, 0.5),
+        latency_p95=percentile(every_latency, 0.95),
+        recent_jobs=recent,
+    )
+
+
+def api_keys_for_dashboard(*, organization: Organization) -> list[ApiKey]:
+    return list(ApiKey.objects.for_org(organization).select_related("created_by").order_by("-created_at"))
+
+
+def playground_keys(*, organization: Organization, now: datetime | None = None) -> list[ApiKey]:
+    """Keys the playground may run with: usable now, with the generate scope."""
+    now = now or timezone.now()
+    keys = ApiKey.objects.for_org(organization).filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+    return [key for key in keys.order_by("mode", "-created_at") if ApiKey.Scope.GENERATE in key.scopes]
+
+
+def jobs_for_dashboard(
+    *, organization: Organization, status: str | None, tier: str | None, api_key: str | None,
+    cursor: str | None, limit: int = 25,
+) -> tuple[list[Job], str | None]:
+    """Newest first, filtered; returns the page and the cursor of the next one."""
+    queryset = Job.objects.for_org(organization).select_related("api_key")
+    if status:
+        queryset = queryset.filter(status=status)
+    if tier:
+        queryset = queryset.filter(tier=tier)
+    if api_key:
+        queryset = queryset.filter(api_key__public_id=api_key)
+    if cursor:
+        queryset = queryset.filter(public_id__lt=cursor)
+    jobs = list(queryset.order_by("-public_id")[: limit + 1])
+    return jobs[:limit], (jobs[limit - 1].public_id if len(jobs) > limit else None)
+
+
+# --- Operator -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RouteHealth:
+    route: Route
+    calls: int
+    errors: int
+    images: int
+    latency_ms: int | None
+    error_rate: float | None
+    circuit_open: bool
+
+
+@dataclass(frozen=True)
+class PlatformOverview:
+    routes: list[RouteHealth]
+    revenue_chart: dict  # {"labels", "revenue", "upstream_cost"}
+    revenue_total: Decimal
+    upstream_cost_total: Decimal
+    top_tenants: list[dict]
+    jobs_in_flight: int
+    window_minutes: int
+
+
+def platform_overview(*, now: datetime | None = None, window_minutes: int = 60, days: int = 30) -> PlatformOverview:
+    now = now or timezone.now()
+    routes = list(Route.objects.select_related("account", "model").order_by("tier", "position", "id"))
+    stats = {
+        row["route_id"]: row
+        for row in RouteStatsMinute.objects.filter(minute__gte=now - timedelta(minutes=window_minutes))
+        .values("route_id")
+        .annotate(calls=Sum("calls"), errors=Sum("errors"), images=Sum("images"), latency=Sum("latency_ms_sum"))
+    }
+    open_ids = circuits_open([route.id for route in routes])
+    health = []
+    for route in routes:
+        row = stats.get(route.id, {})
+        calls, errors = row.get("calls") or 0, row.get("errors") or 0
+        health.append(
+            RouteHealth(
+                route=route,
+                calls=calls,
+                errors=errors,
+                images=row.get("images") or 0,
+                latency_ms=int(row["latency"] / calls) if calls else None,
+                error_rate=errors / calls if calls else None,
+                circuit_open=route.id in open_ids,
+            )
+        )
+    today = now.astimezone(UTC).date()
+    start = today - timedelta(days=days - 1)
+    live = UsageRecord.objects.filter(livemode=True, created_at__gte=_midnight(start))
+    per_day = {
+        row["day"]: row
+        for row in live.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(revenue=Sum("amount"), cost=Sum("upstream_cost"))
+    }
+    labels = _days(start, today)
+    revenue = [per_day.get(day, {}).get("revenue") or ZERO for day in labels]
+    cost = [per_day.get(day, {}).get("cost") or ZERO for day in labels]
+    month = billing_period_start(now)
+    top = list(
+        UsageRecord.objects.filter(created_at__gte=_midnight(month))
+        .values("organization__public_id", "organization__name")
+        .annotate(images=Count("id"), revenue=Sum("amount", filter=Q(livemode=True)), cost=Sum("upstream_cost"))
+        .order_by("-images")[:10]
+    )
+    in_flight = Organization.objects.aggregate(total=Sum("jobs_in_flight"))["total"] or 0
+    return PlatformOverview(
+        routes=health,
+        revenue_chart={
+            "labels": [day.isoformat() for day in labels],
+            "revenue": [float(value) for value in revenue],
+            "upstream_cost": [float(value) for value in cost],
+        },
+        revenue_total=sum(revenue, ZERO),
+        upstream_cost_total=sum(cost, ZERO),
+        top_tenants=top,
+        jobs_in_flight=in_flight,
+        window_minutes=window_minutes,
+    )
