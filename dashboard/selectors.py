@@ -58,6 +58,15 @@ class Overview:
     latency_p95: int | None
     recent_jobs: list[Job]
 
+    @property
+    def chart_rows(self) -> list[tuple[str, list[int], int | None, int | None]]:
+        """The charts' text equivalent: one row per day."""
+        tiers = list(self.chart["tiers"].values())
+        return [
+            (label, [values[i] for values in tiers], self.chart["p50"][i], self.chart["p95"][i])
+            for i, label in enumerate(self.chart["labels"])
+        ]
+
 
 def organization_dashboard(*, organization: Organization, now: datetime | None = None) -> Overview:
     now = now or timezone.now()

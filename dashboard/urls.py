@@ -5,4 +5,16 @@ from dashboard import views
 app_name = "dashboard"
 urlpatterns = [
     path("", views.home, name="home"),
+    path("organizations/switch", views.organization_switch, name="switch"),
+    path("members/", views.members, name="members"),
+    path("members/invitations/<str:public_id>/revoke", views.invitation_revoke, name="invitation-revoke"),
+    path("keys/", views.keys, name="keys"),
+    path("keys/<str:public_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("playground/", views.playground, name="playground"),
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/<str:public_id>/", views.job_detail, name="job-detail"),
+    path("jobs/<str:public_id>/status", views.job_status, name="job-status"),
+    path("usage/", views.usage, name="usage"),
+    path("settings/", views.organization_settings, name="settings"),
+    path("operator/", views.operator, name="operator"),
 ]

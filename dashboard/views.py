@@ -1,11 +1,421 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+"""Customer dashboard pages. Each view resolves the organization through `dashboard_view` (session
+switcher + membership), validates its form, calls one service or selector and renders a template.
+Another organization's object is a 404, whatever the user's role elsewhere."""
 
-from tenants.selectors import organization_overview, organizations_for_user
+from __future__ import annotations
+
+import csv
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import login
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from billing.selectors import month_to_date_statement, organization_usage
+from dashboard import forms, selectors
+from dashboard.access import SESSION_ORGANIZATION, dashboard_view
+from dashboard.services import invitation_send, playground_submit
+from generation.jobs import GenerationRequest
+from generation.models import Job
+from generation.selectors import job_get, models_for_organization
+from generation.serializers import job_document, job_render
+from tenants import services as tenant_services
+from tenants.errors import ImagegateError, NotFound
+from tenants.models import ALL_TIERS, ApiKey, Invitation, Membership
+from tenants.selectors import billing_period_start
 
 
-@login_required
+def _error_message(exc: ImagegateError) -> str:
+    return exc.message
+
+
+# --- Overview and organization switcher -------------------------------------------------------
+@require_GET
+@dashboard_view()
 def home(request):
-    organizations = organizations_for_user(user=request.user)
-    overview = organization_overview(organization=organizations[0]) if organizations else None
-    return render(request, "dashboard/home.html", {"overview": overview, "organizations": organizations})
+    organization = request.access.organization
+    dashboard = selectors.organization_dashboard(organization=organization)
+    return render(request, "dashboard/home.html", {"dashboard": dashboard})
+
+
+@require_POST
+@dashboard_view()
+def organization_switch(request):
+    wanted = request.POST.get("organization", "")
+    membership = next((m for m in request.access.memberships if m.organization.public_id == wanted), None)
+    if membership is None:
+        raise Http404("No such organization.")
+    request.session[SESSION_ORGANIZATION] = membership.organization.public_id
+    return redirect("dashboard:home")
+
+
+# --- Sign-up and invitations --------------------------------------------------------------------
+@never_cache
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("dashboard:home")
+    form = forms.SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            user, organization = tenant_services.user_signup(
+                username=data["username"],
+                email=data["email"],
+                password=data["password"],
+                organization_name=data["organization_name"],
+            )
+        except ImagegateError as exc:
+            form.add_error(None, _error_message(exc))
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[SESSION_ORGANIZATION] = organization.public_id
+            messages.success(request, f"Welcome to Imagegate. {organization.name} is ready: create an API key.")
+            return redirect("dashboard:keys")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request, token: str):
+    invitation = tenant_services.invitation_get_pending(token=token)
+    if invitation is None:
+        return render(request, "dashboard/invitation_invalid.html", status=404)
+    form = None
+    if request.user.is_authenticated:
+        if request.method == "POST":
+            return _join(request, invitation)
+    else:
+        form = forms.InvitationSignupForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            from django.contrib.auth import get_user_model
+
+            user = get_user_model().objects.create_user(
+                username=form.cleaned_data["username"],
+                email=invitation.email,
+                password=form.cleaned_data["password"],
+            )
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return _join(request, invitation)
+    return render(
+        request,
+        "dashboard/invitation_accept.html",
+        {"invitation": invitation, "form": form},
+        status=400 if form is not None and form.errors else 200,
+    )
+
+
+def _join(request, invitation: Invitation):
+    try:
+        tenant_services.invitation_accept(invitation=invitation, user=request.user)
+    except ImagegateError as exc:
+        messages.error(request, _error_message(exc))
+        return redirect("dashboard:home")
+    request.session[SESSION_ORGANIZATION] = invitation.organization.public_id
+    messages.success(request, f"You joined {invitation.organization.name}.")
+    return redirect("dashboard:home")
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view(manage=True)
+def members(request):
+    organization = request.access.organization
+    form = forms.InvitationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            invitation, token = tenant_services.invitation_create(
+                organization=organization,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                invited_by=request.user,
+            )
+        except ImagegateError as exc:
+            form.add_error("email", _error_message(exc))
+        else:
+            accept_url = settings.PUBLIC_BASE_URL + reverse("invitation-accept", args=[token])
+            invitation_send(invitation=invitation, token=token, accept_url=accept_url)
+            messages.success(request, f"Invitation sent to {invitation.email}.")
+            return redirect("dashboard:members")
+    context = {
+        "form": form,
+        "members": Membership.objects.filter(organization=organization).select_related("user").order_by(
+            "user__username"
+        ),
+        "invitations": Invitation.objects.for_org(organization).filter(
+            accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
+        ),
+    }
+    return render(request, "dashboard/members.html", context, status=400 if form.errors else 200)
+
+
+@require_POST
+@dashboard_view(manage=True)
+def invitation_revoke(request, public_id: str):
+    invitation = Invitation.objects.for_org(request.access.organization).filter(public_id=public_id).first()
+    if invitation is None:
+        raise Http404("No such invitation.")
+    tenant_services.invitation_revoke(invitation=invitation)
+    messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("dashboard:members")
+
+
+# --- API keys ----------------------------------------------------------------------------------
+def _snippets(raw_key: str) -> dict[str, str]:
+    base = settings.PUBLIC_BASE_URL
+    return {
+        "curl": (
+            f'curl -s -X POST "{base}/v1/generations?wait=30" \\\n'
+            f'  -H "Authorization: Bearer {raw_key}" -H "Content-Type: application/json" \\\n'
+            """  -d '{"prompt": "a lighthouse at dusk", "tier": "fast"}'"""
+        ),
+        "openai": (
+            "from openai import OpenAI\n\n"
+            f'client = OpenAI(base_url="{base}/v1", api_key="{raw_key}")\n'
+            'result = client.images.generate(model="imagen-4-fast", prompt="a lighthouse at dusk", n=1)\n'
+            "print(result.data[0].b64_json[:40])"
+        ),
+        "google": (
+            "from google import genai\nfrom google.genai import types\n\n"
+            "client = genai.Client(\n"
+            f'    vertexai=True, api_key="{raw_key}",\n'
+            f'    http_options=types.HttpOptions(base_url="{base}"),\n'
+            ")\n"
+            "result = client.models.generate_images(\n"
+            '    model="imagen-4-fast", prompt="a lighthouse at dusk",\n'
+            "    config=types.GenerateImagesConfig(number_of_images=1),\n"
+            ")"
+        ),
+    }
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@dashboard_view(manage=True)
+def keys(request):
+    organization = request.access.organization
+    form = forms.ApiKeyCreateForm(request.POST or None)
+    created = raw_key = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created, raw_key = tenant_services.api_key_create(
+                organization=organization,
+                name=form.cleaned_data["name"],
+                mode=form.cleaned_data["mode"],
+                scopes=form.cleaned_data["scopes"],
+                created_by=request.user,
+            )
+        except ImagegateError as exc:
+            form.add_error(None, _error_message(exc))
+        else:
+            form = forms.ApiKeyCreateForm()
+    context = {
+        "form": form,
+        "keys": selectors.api_keys_for_dashboard(organization=organization),
+        "created": created,
+        # Rendered in this one response only: the secret is never stored or shown again.
+        "raw_key": raw_key,
+        "snippets": _snippets(raw_key) if raw_key else None,
+    }
+    return render(request, "dashboard/keys.html", context, status=400 if form.errors else 200)
+
+
+@require_POST
+@dashboard_view(manage=True)
+def key_revoke(request, public_id: str):
+    api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
+    if api_key is None:
+        raise Http404("No such key.")
+    tenant_services.api_key_revoke(api_key=api_key)
+    messages.success(request, f"Key {api_key.name} ({api_key.masked}) revoked: it no longer works.")
+    return redirect("dashboard:keys")
+
+
+# --- Playground and jobs -------------------------------------------------------------------------
+def _wants_json(request) -> bool:
+    return request.headers.get("X-Requested-With") == "fetch"
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view()
+def playground(request):
+    organization = request.access.organization
+    usable = selectors.playground_keys(organization=organization)
+    form = forms.PlaygroundForm(request.POST or None, keys=usable)
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = playground_submit(
+                    organization=organization,
+                    api_key_id=data["api_key"],
+                    request=GenerationRequest(
+                        prompt=data["prompt"],
+                        tier=data["tier"],
+                        aspect_ratio=data["aspect_ratio"],
+                        count=data["count"],
+                        resolution=data["resolution"],
+                        metadata={"source": "playground"},
+                    ),
+                )
+            except ImagegateError as exc:
+                form.add_error(exc.param if exc.param in form.fields else None, _error_message(exc))
+            else:
+                if _wants_json(request):
+                    return JsonResponse(
+                        {"id": job.public_id, "status_url": reverse("dashboard:job-status", args=[job.public_id]),
+                         "detail_url": reverse("dashboard:job-detail", args=[job.public_id])},
+                        status=202,
+                    )
+                return redirect("dashboard:job-detail", public_id=job.public_id)
+        if _wants_json(request):
+            errors = {field: [str(e) for e in errs] for field, errs in form.errors.items()}
+            return JsonResponse({"errors": errors}, status=400)
+    return render(
+        request,
+        "dashboard/playground.html",
+        {"form": form, "has_keys": bool(usable)},
+        status=400 if form.errors else 200,
+    )
+
+
+def _job_or_404(request, public_id: str) -> Job:
+    try:
+        return job_get(organization=request.access.organization, public_id=public_id)
+    except NotFound:
+        raise Http404("No such generation.") from None
+
+
+@require_GET
+@dashboard_view()
+def job_status(request, public_id: str):
+    """The job as the API shows it (signed image URLs), for the playground's live progress."""
+    job = _job_or_404(request, public_id)
+    return JsonResponse(job_render(job_document(job, list(job.images.all()))))
+
+
+@require_GET
+@dashboard_view()
+def jobs(request):
+    organization = request.access.organization
+    status = request.GET.get("status") or None
+    tier = request.GET.get("tier") or None
+    key = request.GET.get("api_key") or None
+    if status not in (None, *Job.Status.values) or tier not in (None, *ALL_TIERS):
+        messages.error(request, "Unknown filter value; showing all jobs.")
+        status = tier = None
+    page, next_cursor = selectors.jobs_for_dashboard(
+        organization=organization, status=status, tier=tier, api_key=key, cursor=request.GET.get("cursor")
+    )
+    context = {
+        "jobs": page,
+        "next_cursor": next_cursor,
+        "filters": {"status": status or "", "tier": tier or "", "api_key": key or ""},
+        "statuses": Job.Status.choices,
+        "tiers": ALL_TIERS,
+        "keys": ApiKey.objects.for_org(organization).only("public_id", "name", "mode", "last4"),
+    }
+    return render(request, "dashboard/jobs.html", context)
+
+
+@require_GET
+@dashboard_view()
+def job_detail(request, public_id: str):
+    job = _job_or_404(request, public_id)
+    document = job_render(job_document(job, list(job.images.all())))
+    return render(request, "dashboard/job_detail.html", {"job": job, "document": document})
+
+
+# --- Usage, settings, operator -----------------------------------------------------------------
+@require_GET
+@dashboard_view()
+def usage(request):
+    organization = request.access.organization
+    today = timezone.now().date()
+    data = request.GET if "start" in request.GET or "end" in request.GET else {
+        "start": billing_period_start().isoformat(), "end": today.isoformat()
+    }
+    form = forms.UsageRangeForm(data)
+    rows, totals = [], {"images": 0, "amount": 0, "billable": 0}
+    by_tier: dict[str, dict] = {}
+    by_key: dict[str, dict] = {}
+    by_day: dict[str, dict] = {}
+    if form.is_valid():
+        rows = organization_usage(
+            organization=organization, start=form.cleaned_data["start"], end=form.cleaned_data["end"]
+        )
+        if request.GET.get("format") == "csv":
+            return _usage_csv(organization, form.cleaned_data, rows)
+        for row in rows:
+            for group, key in ((by_tier, row.tier), (by_key, row.api_key_name), (by_day, row.day.isoformat())):
+                entry = group.setdefault(key, {"images": 0, "amount": 0})
+                entry["images"] += row.images
+                entry["amount"] += row.amount
+            totals["images"] += row.images
+            totals["amount"] += row.amount
+            totals["billable"] += row.amount if row.livemode else 0
+    context = {
+        "form": form,
+        "rows": rows,
+        "totals": totals,
+        "by_tier": by_tier,
+        "by_key": by_key,
+        "by_day": by_day,
+        "statement": month_to_date_statement(organization=organization),
+        "csv_query": request.GET.urlencode() if form.is_valid() else "",
+    }
+    return render(request, "dashboard/usage.html", context, status=400 if form.errors else 200)
+
+
+def _usage_csv(organization, dates, rows) -> HttpResponse:
+    name = f"imagegate-usage-{organization.slug}-{dates['start']}-{dates['end']}.csv"
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    writer = csv.writer(response)
+    writer.writerow(["date", "tier", "api_key", "api_key_name", "mode", "images", "amount", "currency"])
+    for row in rows:
+        writer.writerow([
+            row.day.isoformat(), row.tier, row.api_key_id or "", row.api_key_name,
+            "live" if row.livemode else "test", row.images, f"{row.amount:.4f}", organization.plan.currency,
+        ])
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view(manage=True)
+def organization_settings(request):
+    organization = request.access.organization
+    initial = {
+        "fallback_policy": organization.fallback_policy,
+        "image_url_ttl_seconds": organization.image_url_ttl_seconds,
+        "auto_migrate_models": organization.auto_migrate_models,
+    }
+    form = forms.SettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            tenant_services.organization_update_settings(organization=organization, **form.cleaned_data)
+        except ImagegateError as exc:
+            form.add_error(exc.param if exc.param in form.fields else None, _error_message(exc))
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("dashboard:settings")
+    catalog = models_for_organization(organization=organization)
+    return render(
+        request,
+        "dashboard/settings.html",
+        {"form": form, "models": catalog["data"], "tiers": catalog["tiers"]},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_GET
+@staff_member_required(login_url="login")
+def operator(request):
+    overview = selectors.platform_overview()
+    chart = overview.revenue_chart
+    rows = list(zip(chart["labels"], chart["revenue"], chart["upstream_cost"], strict=True))
+    return render(request, "dashboard/operator.html", {"platform": overview, "revenue_rows": rows})
