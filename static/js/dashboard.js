@@ -1,0 +1,141 @@
+/* Imagegate dashboard: copy buttons, confirmations, charts (Chart.js, vendored) and the
+   playground's live progress. Small and dependency-free apart from Chart.js. */
+(function () {
+  "use strict";
+
+  var TIER_COLORS = { fast: "#3047d6", standard: "#0f9d58", ultra: "#b26a00" };
+  window.imagegateCharts = {};
+
+  function copyButtons() {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var text = document.getElementById(button.dataset.copy).textContent;
+        var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = "Copy"; }, 1500); };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(text).then(done);
+        } else {
+          var area = document.createElement("textarea");
+          area.value = text; document.body.appendChild(area); area.select();
+          document.execCommand("copy"); area.remove(); done();
+        }
+      });
+    });
+  }
+
+  function confirmations() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); }
+      });
+    });
+  }
+
+  function chartConfig(kind, data) {
+    var base = { responsive: true, maintainAspectRatio: false, animation: false,
+                 plugins: { legend: { position: "bottom" } } };
+    if (kind === "images-by-tier") {
+      return { type: "bar", data: { labels: data.labels, datasets: Object.keys(data.tiers).map(function (tier) {
+        return { label: tier, data: data.tiers[tier], backgroundColor: TIER_COLORS[tier] || "#888" };
+      }) }, options: Object.assign(base, { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } }) };
+    }
+    if (kind === "latency") {
+      return { type: "line", data: { labels: data.labels, datasets: [
+        { label: "p50 ms", data: data.p50, borderColor: "#3047d6", spanGaps: true },
+        { label: "p95 ms", data: data.p95, borderColor: "#b42318", spanGaps: true }
+      ] }, options: Object.assign(base, { scales: { y: { beginAtZero: true } } }) };
+    }
+    if (kind === "revenue") {
+      return { type: "line", data: { labels: data.labels, datasets: [
+        { label: "revenue", data: data.revenue, borderColor: "#0f9d58" },
+        { label: "upstream cost", data: data.upstream_cost, borderColor: "#b42318" }
+      ] }, options: Object.assign(base, { scales: { y: { beginAtZero: true } } }) };
+    }
+    return null;
+  }
+
+  function charts() {
+    if (typeof window.Chart === "undefined") { return; }
+    document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      var data = JSON.parse(document.getElementById(canvas.dataset.source).textContent);
+      var config = chartConfig(canvas.dataset.chart, data);
+      if (config) { window.imagegateCharts[canvas.id] = new window.Chart(canvas, config); }
+    });
+  }
+
+  function fact(list, name, value) {
+    var dt = document.createElement("dt"); dt.textContent = name;
+    var dd = document.createElement("dd"); dd.textContent = value === null || value === undefined ? "–" : value;
+    list.appendChild(dt); list.appendChild(dd);
+  }
+
+  function showJob(job, detailUrl) {
+    var status = document.getElementById("playground-status");
+    var facts = document.getElementById("playground-facts");
+    var gallery = document.getElementById("playground-images");
+    status.textContent = job.status === "succeeded" ? "Done." : job.status === "failed" ? "Failed." : (job.status === "running" ? "Generating…" : "Queued…");
+    if (job.status === "queued" || job.status === "running") { return false; }
+    facts.textContent = ""; gallery.textContent = "";
+    fact(facts, "Served tier", job.served_tier);
+    fact(facts, "Model", job.model);
+    fact(facts, "Latency", job.latency_ms === null ? null : job.latency_ms + " ms");
+    fact(facts, "Cost", job.usage.amount + " " + job.usage.currency.toUpperCase());
+    if (job.error) { fact(facts, "Error", job.error.code + ": " + job.error.message); }
+    job.images.forEach(function (image, index) {
+      if (image.filtered) {
+        var note = document.createElement("div"); note.className = "filtered";
+        note.textContent = "Filtered by the safety system (not billed)"; gallery.appendChild(note); return;
+      }
+      var img = document.createElement("img");
+      img.src = image.url; img.alt = "Generated image " + (index + 1); img.className = "generated";
+      img.width = image.width || 256; img.height = image.height || 256;
+      gallery.appendChild(img);
+    });
+    var link = document.createElement("a"); link.href = detailUrl; link.textContent = "Open the job";
+    status.appendChild(document.createTextNode(" ")); status.appendChild(link);
+    return true;
+  }
+
+  function playground() {
+    var form = document.getElementById("playground-form");
+    if (!form) { return; }
+    var errorBox = document.getElementById("playground-error");
+    var result = document.getElementById("playground-result");
+    var button = form.querySelector("button[type=submit]");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      errorBox.hidden = true; button.disabled = true;
+      fetch(form.action || window.location.href, {
+        method: "POST", body: new FormData(form), credentials: "same-origin",
+        headers: { "X-Requested-With": "fetch", "X-CSRFToken": form.querySelector("[name=csrfmiddlewaretoken]").value }
+      }).then(function (response) {
+        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+      }).then(function (answer) {
+        if (!answer.ok) {
+          var messages = [];
+          Object.keys(answer.body.errors || {}).forEach(function (field) {
+            messages.push((field === "__all__" ? "" : field + ": ") + answer.body.errors[field].join(" "));
+          });
+          errorBox.textContent = messages.join(" ") || "The request failed.";
+          errorBox.hidden = false; button.disabled = false; return;
+        }
+        result.hidden = false;
+        document.getElementById("playground-status").textContent = "Queued…";
+        document.getElementById("playground-facts").textContent = "";
+        document.getElementById("playground-images").textContent = "";
+        var poll = function () {
+          fetch(answer.body.status_url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
+            .then(function (job) {
+              if (showJob(job, answer.body.detail_url)) { button.disabled = false; } else { setTimeout(poll, 500); }
+            }).catch(function () { setTimeout(poll, 2000); });
+        };
+        poll();
+      }).catch(function () {
+        errorBox.textContent = "Network error; try again."; errorBox.hidden = false; button.disabled = false;
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    copyButtons(); confirmations(); charts(); playground();
+  });
+})();
