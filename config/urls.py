@@ -13,9 +13,13 @@ handler500 = "config.views.error"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
             redirect_authenticated_user=True, authentication_form=ThrottledAuthenticationForm
-        ), name="login"),
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("v1/openapi.json", generation_views.OpenApiSchemaView.as_view(), name="openapi-schema"),
     path("docs/api", generation_views.ApiDocsView.as_view(url_name="openapi-schema"), name="api-docs"),

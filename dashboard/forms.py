@@ -26,8 +26,10 @@ class ThrottledAuthenticationForm(AuthenticationForm):
     def clean(self):
         username = (self.data.get("username") or "").strip().lower()
         address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
-        for key, limit in ((f"login:user:{username}", LOGIN_ATTEMPTS_PER_USERNAME),
-                           (f"login:ip:{address}", LOGIN_ATTEMPTS_PER_ADDRESS)):
+        for key, limit in (
+            (f"login:user:{username}", LOGIN_ATTEMPTS_PER_USERNAME),
+            (f"login:ip:{address}", LOGIN_ATTEMPTS_PER_ADDRESS),
+        ):
             result = rate_limit_hit(key=key, limit=limit, window_seconds=LOGIN_WINDOW_SECONDS)
             if not result.allowed:
                 raise ValidationError(

@@ -97,9 +97,7 @@ def organization_dashboard(*, organization: Organization, now: datetime | None =
 
     images = Image.objects.for_org(organization).filter(created_at__gte=_midnight(month))
     image_counts = images.aggregate(total=Count("id"), filtered=Count("id", filter=Q(filtered=True)))
-    recent = list(
-        Job.objects.for_org(organization).select_related("organization").order_by("-public_id")[:8]
-    )
+    recent = list(Job.objects.for_org(organization).select_related("organization").order_by("-public_id")[:8])
     return Overview(
         overview=organization_overview(organization=organization, now=now),
         images=sum(row.images for row in usage if row.livemode),
@@ -136,8 +134,13 @@ def playground_keys(*, organization: Organization, now: datetime | None = None) 
 
 
 def jobs_for_dashboard(
-    *, organization: Organization, status: str | None, tier: str | None, api_key: str | None,
-    cursor: str | None, limit: int = 25,
+    *,
+    organization: Organization,
+    status: str | None,
+    tier: str | None,
+    api_key: str | None,
+    cursor: str | None,
+    limit: int = 25,
 ) -> tuple[list[Job], str | None]:
     """Newest first, filtered; returns the page and the cursor of the next one."""
     queryset = Job.objects.for_org(organization).select_related("api_key")
@@ -176,14 +179,18 @@ class PlatformOverview:
     window_minutes: int
 
 
-def platform_overview(*, now: datetime | None = None, window_minutes: int = 60, days: int = 30) -> PlatformOverview:
+def platform_overview(
+    *, now: datetime | None = None, window_minutes: int = 60, days: int = 30
+) -> PlatformOverview:
     now = now or timezone.now()
     routes = list(Route.objects.select_related("account", "model").order_by("tier", "position", "id"))
     stats = {
         row["route_id"]: row
         for row in RouteStatsMinute.objects.filter(minute__gte=now - timedelta(minutes=window_minutes))
         .values("route_id")
-        .annotate(calls=Sum("calls"), errors=Sum("errors"), images=Sum("images"), latency=Sum("latency_ms_sum"))
+        .annotate(
+            calls=Sum("calls"), errors=Sum("errors"), images=Sum("images"), latency=Sum("latency_ms_sum")
+        )
     }
     open_ids = circuits_open([route.id for route in routes])
     health = []
@@ -217,7 +224,9 @@ def platform_overview(*, now: datetime | None = None, window_minutes: int = 60, 
     top = list(
         UsageRecord.objects.filter(created_at__gte=_midnight(month))
         .values("organization__public_id", "organization__name")
-        .annotate(images=Count("id"), revenue=Sum("amount", filter=Q(livemode=True)), cost=Sum("upstream_cost"))
+        .annotate(
+            images=Count("id"), revenue=Sum("amount", filter=Q(livemode=True)), cost=Sum("upstream_cost")
+        )
         .order_by("-images")[:10]
     )
     in_flight = Organization.objects.aggregate(total=Sum("jobs_in_flight"))["total"] or 0

@@ -5,6 +5,7 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
@@ -75,7 +76,9 @@ def signup(request):
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             request.session[SESSION_ORGANIZATION] = organization.public_id
-            messages.success(request, f"Welcome to Imagegate. {organization.name} is ready: create an API key.")
+            messages.success(
+                request, f"Welcome to Imagegate. {organization.name} is ready: create an API key."
+            )
             return redirect("dashboard:keys")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -143,9 +146,9 @@ def members(request):
             return redirect("dashboard:members")
     context = {
         "form": form,
-        "members": Membership.objects.filter(organization=organization).select_related("user").order_by(
-            "user__username"
-        ),
+        "members": Membership.objects.filter(organization=organization)
+        .select_related("user")
+        .order_by("user__username"),
         "invitations": Invitation.objects.for_org(organization).filter(
             accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
         ),
@@ -267,8 +270,11 @@ def playground(request):
             else:
                 if _wants_json(request):
                     return JsonResponse(
-                        {"id": job.public_id, "status_url": reverse("dashboard:job-status", args=[job.public_id]),
-                         "detail_url": reverse("dashboard:job-detail", args=[job.public_id])},
+                        {
+                            "id": job.public_id,
+                            "status_url": reverse("dashboard:job-status", args=[job.public_id]),
+                            "detail_url": reverse("dashboard:job-detail", args=[job.public_id]),
+                        },
                         status=202,
                     )
                 return redirect("dashboard:job-detail", public_id=job.public_id)
@@ -336,9 +342,11 @@ def job_detail(request, public_id: str):
 def usage(request):
     organization = request.access.organization
     today = timezone.now().date()
-    data = request.GET if "start" in request.GET or "end" in request.GET else {
-        "start": billing_period_start().isoformat(), "end": today.isoformat()
-    }
+    data = (
+        request.GET
+        if "start" in request.GET or "end" in request.GET
+        else {"start": billing_period_start().isoformat(), "end": today.isoformat()}
+    )
     form = forms.UsageRangeForm(data)
     rows, totals = [], {"images": 0, "amount": 0, "billable": 0}
     by_tier: dict[str, dict] = {}
@@ -351,7 +359,11 @@ def usage(request):
         if request.GET.get("format") == "csv":
             return _usage_csv(organization, form.cleaned_data, rows)
         for row in rows:
-            for group, key in ((by_tier, row.tier), (by_key, row.api_key_name), (by_day, row.day.isoformat())):
+            for group, key in (
+                (by_tier, row.tier),
+                (by_key, row.api_key_name),
+                (by_day, row.day.isoformat()),
+            ):
                 entry = group.setdefault(key, {"images": 0, "amount": 0})
                 entry["images"] += row.images
                 entry["amount"] += row.amount
@@ -378,10 +390,18 @@ def _usage_csv(organization, dates, rows) -> HttpResponse:
     writer = csv.writer(response)
     writer.writerow(["date", "tier", "api_key", "api_key_name", "mode", "images", "amount", "currency"])
     for row in rows:
-        writer.writerow([
-            row.day.isoformat(), row.tier, row.api_key_id or "", row.api_key_name,
-            "live" if row.livemode else "test", row.images, f"{row.amount:.4f}", organization.plan.currency,
-        ])
+        writer.writerow(
+            [
+                row.day.isoformat(),
+                row.tier,
+                row.api_key_id or "",
+                row.api_key_name,
+                "live" if row.livemode else "test",
+                row.images,
+                f"{row.amount:.4f}",
+                organization.plan.currency,
+            ]
+        )
     return response
 
 

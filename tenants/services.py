@@ -156,7 +156,9 @@ INVITATION_TTL = timedelta(days=7)
 
 
 @transaction.atomic
-def user_signup(*, username: str, email: str, password: str, organization_name: str) -> tuple[User, Organization]:
+def user_signup(
+    *, username: str, email: str, password: str, organization_name: str
+) -> tuple[User, Organization]:
     """A new user and their organization, of which they are the owner."""
     user = User.objects.create_user(username=username, email=email, password=password)
     organization = organization_create(name=organization_name, owner=user)
