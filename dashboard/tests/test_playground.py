@@ -91,7 +91,9 @@ def test_read_only_keys_are_not_offered(web, bob):
 
 
 def test_invalid_input_is_a_400_naming_the_field(web, alice):
-    response = web(alice).post(reverse("dashboard:playground"), _form(alice.key, prompt="  ", count=9), **FETCH)
+    response = web(alice).post(
+        reverse("dashboard:playground"), _form(alice.key, prompt="  ", count=9), **FETCH
+    )
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert set(errors) == {"prompt", "count"}
