@@ -51,17 +51,16 @@ def dashboard_view(*, manage: bool = False):
         @login_required
         @wraps(view)
         def wrapper(request, *args, **kwargs):
-            access = dashboard_access(request)
+            access = request.access = dashboard_access(request)
             if access is None:
                 return render(request, "dashboard/no_organization.html", status=403)
             if manage and not access.can_manage:
                 return render(
                     request,
                     "403.html",
-                    {"access": access, "reason": "Only owners and admins of this organization can do this."},
+                    {"reason": "Only owners and admins of this organization can do this."},
                     status=403,
                 )
-            request.access = access
             return view(request, *args, **kwargs)
 
         return wrapper

@@ -152,3 +152,12 @@ def test_forms_need_csrf(alice):
     response = client.post(reverse("dashboard:keys"), {"name": "x", "mode": "test", "scopes": ["read"]})
     assert response.status_code == 403
     assert not ApiKey.objects.filter(name="x").exists()
+
+
+def test_billing_and_error_pages_keep_the_navigation(web, alice, bob):
+    billing = web(alice).get("/billing/").content.decode()
+    assert 'aria-label="Dashboard"' in billing and "/keys/" in billing
+    forbidden = web(bob).get("/billing/")
+    assert forbidden.status_code == 403
+    page = forbidden.content.decode()
+    assert "Not allowed" in page and 'aria-label="Dashboard"' in page and "/billing/" not in page
