@@ -29,7 +29,7 @@ def test_anonymous_job_pages_are_sent_to_login(web, alice_job, name):
 @pytest.mark.parametrize("name", MEMBER_PAGES + MANAGER_PAGES)
 def test_owner_sees_every_page_within_a_few_queries(web, alice, bob, name, django_assert_max_num_queries):
     client = web(alice)
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(10):
         response = client.get(reverse(name))
     assert response.status_code == 200
     assert b"Acme" in response.content
