@@ -5,6 +5,7 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -378,7 +379,11 @@ def usage(request):
         "by_key": by_key,
         "by_day": by_day,
         "statement": month_to_date_statement(organization=organization),
-        "csv_query": request.GET.urlencode() if form.is_valid() else "",
+        "csv_query": urlencode(
+            {"start": form.cleaned_data["start"], "end": form.cleaned_data["end"], "format": "csv"}
+        )
+        if form.is_valid()
+        else "",
     }
     return render(request, "dashboard/usage.html", context, status=400 if form.errors else 200)
 

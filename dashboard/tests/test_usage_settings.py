@@ -111,3 +111,11 @@ def test_overview_chart_has_per_day_series_by_tier(web, alice):
     )
     assert data["tiers"]["standard"][-1] == 1
     assert len(data["labels"]) == len(data["tiers"]["fast"]) == timezone.now().day
+
+
+def test_default_range_is_this_month_with_a_csv_link(web, alice):
+    from django.utils import timezone
+
+    today = timezone.now().date()
+    page = web(alice).get(reverse("dashboard:usage")).content.decode()
+    assert f"start={today.replace(day=1).isoformat()}&amp;end={today.isoformat()}&amp;format=csv" in page
