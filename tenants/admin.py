@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tenants import services
-from tenants.models import ApiKey, Membership, Organization, Plan, QuotaPeriod
+from tenants.models import ApiKey, Invitation, Membership, Organization, Plan, QuotaPeriod
 from tenants.selectors import billing_period_start
 
 
@@ -196,3 +196,32 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ("role",)
     search_fields = ("user__username", "user__email", "organization__name")
     autocomplete_fields = ("user", "organization")
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Read-only: invitations are sent from the dashboard; the token is never stored, only its hash."""
+
+    list_display = ("email", "organization", "role", "invited_by", "created_at", "expires_at", "accepted_at")
+    list_filter = ("role",)
+    search_fields = ("email", "organization__name", "public_id")
+    list_select_related = ("organization", "invited_by")
+    readonly_fields = (
+        "public_id",
+        "organization",
+        "email",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "accepted_by",
+        "revoked_at",
+    )
+    exclude = ("token_hash",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -147,3 +147,14 @@ def test_password_reset_sends_a_working_link(client, alice):
     )
     assert done.status_code == 302
     assert client.login(username="alice", password=PASSWORD)
+
+
+def test_operators_see_invitations_in_admin_without_the_token(web, alice, admin_client):
+    link = _invite(web, alice)
+    token = link.rstrip("/").rsplit("/", 1)[1]
+    invitation = Invitation.objects.get()
+    listing = admin_client.get("/admin/tenants/invitation/")
+    assert listing.status_code == 200 and b"dora@example.com" in listing.content
+    detail = admin_client.get(f"/admin/tenants/invitation/{invitation.pk}/change/")
+    assert detail.status_code == 200
+    assert token.encode() not in detail.content and invitation.token_hash.encode() not in detail.content
