@@ -35,6 +35,11 @@ class ThrottledAuthenticationForm(AuthenticationForm):
                 raise ValidationError(
                     f"Too many log-in attempts. Try again in {result.retry_after} seconds.", code="throttled"
                 )
+        typed = self.cleaned_data.get("username") or ""
+        if "@" in typed:  # an e-mail address logs in as the one account that has it
+            users = get_user_model().objects.filter(email__iexact=typed)
+            if not get_user_model().objects.filter(username=typed).exists() and users.count() == 1:
+                self.cleaned_data["username"] = users.get().get_username()
         return super().clean()
 
 

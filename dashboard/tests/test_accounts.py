@@ -158,3 +158,11 @@ def test_operators_see_invitations_in_admin_without_the_token(web, alice, admin_
     detail = admin_client.get(f"/admin/tenants/invitation/{invitation.pk}/change/")
     assert detail.status_code == 200
     assert token.encode() not in detail.content and invitation.token_hash.encode() not in detail.content
+
+
+def test_login_with_the_e_mail_address(client, alice):
+    response = client.post(
+        reverse("login"), {"username": "Alice@Example.com", "password": "correct horse battery staple"}
+    )
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(alice.user.pk)
