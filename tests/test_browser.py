@@ -14,6 +14,7 @@ import httpx
 import pytest
 from django.core import mail
 
+from generation.catalog import catalog_invalidate
 from generation.models import Job, ProviderAccount
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -77,6 +78,7 @@ def screenshots_on_failure(request):
 @pytest.fixture(autouse=True)
 def fast_sandbox(pro_plan):
     ProviderAccount.objects.filter(name="sandbox").update(options={"latency_ms": 50, "failure_rate": 0})
+    catalog_invalidate()
 
 
 def _new_page(browser, track, *, width=1280, height=900):
@@ -199,3 +201,32 @@ def test_invited_member_logs_in_and_cannot_see_billing(browser, live_server, scr
     # Keyboard: the skip link is the first tab stop and moves focus to the content.
     member.keyboard.press("Tab")
     assert member.evaluate("() => document.activeElement.textContent") == "Skip to content"
+
+
+def test_job_page_shows_the_images_when_an_api_job_finishes(
+    browser, live_server, screenshots_on_failure, alice, settings
+):
+    base = live_server.url
+    settings.PUBLIC_BASE_URL = base
+    ProviderAccount.objects.filter(name="sandbox").update(options={"latency_ms": 1500, "failure_rate": 0})
+    catalog_invalidate()
+    page = _new_page(browser, screenshots_on_failure)
+    page.goto(f"{base}/jobs/")
+    page.wait_for_url(re.compile(r".*/login/\?next=/jobs/"))
+    page.get_by_label("Username or e-mail").fill("alice@example.com")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base}/jobs/")
+
+    response = httpx.post(
+        f"{base}/v1/generations",
+        json={"prompt": "a slow harbour", "count": 1},
+        headers={"Authorization": f"Bearer {alice.raw_key}"},
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    page.goto(f"{base}/jobs/{job_id}/")
+    assert "Still" in page.locator("#job-live").inner_text()
+    page.locator(".gallery img").first.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('.gallery img').naturalWidth > 0")
+    assert "Succeeded" in page.locator(".status").first.inner_text()

@@ -5,6 +5,7 @@ import time
 import pytest
 from django.urls import reverse
 
+from generation.catalog import catalog_invalidate
 from generation.models import Job, ProviderAccount
 from tenants.models import QuotaPeriod
 from tenants.services import api_key_revoke
@@ -16,6 +17,7 @@ FETCH = {"HTTP_X_REQUESTED_WITH": "fetch"}
 @pytest.fixture(autouse=True)
 def fast_sandbox(pro_plan):
     ProviderAccount.objects.filter(name="sandbox").update(options={"latency_ms": 0, "failure_rate": 0})
+    catalog_invalidate()
 
 
 def _form(key, **overrides):

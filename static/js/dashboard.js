@@ -135,7 +135,20 @@
     });
   }
 
+  function jobDetail() {
+    var live = document.getElementById("job-live");
+    if (!live) { return; }
+    var poll = function () {
+      fetch(live.dataset.statusUrl, { credentials: "same-origin" }).then(function (r) { return r.json(); })
+        .then(function (job) {
+          if (["succeeded", "failed", "canceled"].indexOf(job.status) >= 0) { window.location.reload(); }
+          else { setTimeout(poll, 1000); }
+        }).catch(function () { setTimeout(poll, 3000); });
+    };
+    setTimeout(poll, 1000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    copyButtons(); confirmations(); charts(); playground();
+    copyButtons(); confirmations(); charts(); playground(); jobDetail();
   });
 })();
