@@ -5,11 +5,16 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import views
+from dashboard.forms import ThrottledPasswordResetForm
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
-    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password-reset/",
+        auth_views.PasswordResetView.as_view(form_class=ThrottledPasswordResetForm),
+        name="password_reset",
+    ),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path(
         "password-reset/<uidb64>/<token>/",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
 from generation.serializers import RESOLUTIONS
@@ -41,6 +41,19 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             if not get_user_model().objects.filter(username=typed).exists() and users.count() == 1:
                 self.cleaned_data["username"] = users.get().get_username()
         return super().clean()
+
+
+class ThrottledPasswordResetForm(PasswordResetForm):
+    """Reset e-mails are capped per address (so nobody can flood an inbox through us)."""
+
+    RESETS_PER_HOUR = 5
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        result = rate_limit_hit(key=f"pwreset:{email}", limit=self.RESETS_PER_HOUR, window_seconds=3600)
+        if not result.allowed:
+            raise ValidationError("Too many reset requests for this address. Try again in an hour.")
+        return email
 
 
 class SignupForm(forms.Form):

@@ -166,3 +166,11 @@ def test_login_with_the_e_mail_address(client, alice):
     )
     assert response.status_code == 302
     assert client.session["_auth_user_id"] == str(alice.user.pk)
+
+
+def test_password_reset_mails_are_capped_per_address(client, alice, use_database_limits):
+    for _ in range(5):
+        assert client.post(reverse("password_reset"), {"email": "alice@example.com"}).status_code == 302
+    response = client.post(reverse("password_reset"), {"email": "ALICE@example.com"})
+    assert response.status_code == 200 and b"Too many reset requests" in response.content
+    assert len(mail.outbox) == 5
