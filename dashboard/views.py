@@ -28,8 +28,11 @@ from generation.selectors import job_get, models_for_organization
 from generation.serializers import job_document, job_render
 from tenants import services as tenant_services
 from tenants.errors import ImagegateError, NotFound
+from tenants.limits import rate_limit_hit
 from tenants.models import ALL_TIERS, ApiKey, Invitation, Membership
 from tenants.selectors import billing_period_start
+
+SIGNUPS_PER_ADDRESS_PER_HOUR = 10
 
 
 def _error_message(exc: ImagegateError) -> str:
@@ -63,6 +66,18 @@ def signup(request):
     if request.user.is_authenticated:
         return redirect("dashboard:home")
     form = forms.SignupForm(request.POST or None)
+    if request.method == "POST":
+        throttle = rate_limit_hit(
+            key=f"signup:ip:{request.META.get('REMOTE_ADDR', '')}",
+            limit=SIGNUPS_PER_ADDRESS_PER_HOUR,
+            window_seconds=3600,
+        )
+        if not throttle.allowed:
+            form.is_valid()
+            form.add_error(
+                None, f"Too many sign-ups from your network. Try again in {throttle.retry_after} seconds."
+            )
+            return render(request, "registration/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

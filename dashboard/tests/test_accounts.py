@@ -174,3 +174,19 @@ def test_password_reset_mails_are_capped_per_address(client, alice, use_database
     response = client.post(reverse("password_reset"), {"email": "ALICE@example.com"})
     assert response.status_code == 200 and b"Too many reset requests" in response.content
     assert len(mail.outbox) == 5
+
+
+def test_sign_ups_are_capped_per_address(client, pro_plan, use_database_limits):
+    for n in range(10):
+        data = {
+            "organization_name": f"Org {n}",
+            "username": f"user{n}",
+            "email": f"u{n}@x.example",
+            "password": PASSWORD,
+        }
+        assert client.post(reverse("signup"), data).status_code == 302
+        client.logout()
+    data = {"organization_name": "Org X", "username": "userx", "email": "ux@x.example", "password": PASSWORD}
+    response = client.post(reverse("signup"), data)
+    assert response.status_code == 429 and b"Too many sign-ups" in response.content
+    assert not get_user_model().objects.filter(username="userx").exists()
