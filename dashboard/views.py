@@ -112,15 +112,17 @@ def invitation_accept(request, token: str):
     else:
         form = forms.InvitationSignupForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            from django.contrib.auth import get_user_model
-
-            user = get_user_model().objects.create_user(
-                username=form.cleaned_data["username"],
-                email=invitation.email,
-                password=form.cleaned_data["password"],
-            )
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            return _join(request, invitation)
+            try:
+                user = tenant_services.invitation_signup(
+                    invitation=invitation,
+                    username=form.cleaned_data["username"],
+                    password=form.cleaned_data["password"],
+                )
+            except ImagegateError as exc:
+                form.add_error(None, _error_message(exc))
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                return _joined(request, invitation)
     return render(
         request,
         "dashboard/invitation_accept.html",
@@ -135,6 +137,10 @@ def _join(request, invitation: Invitation):
     except ImagegateError as exc:
         messages.error(request, _error_message(exc))
         return redirect("dashboard:home")
+    return _joined(request, invitation)
+
+
+def _joined(request, invitation: Invitation):
     request.session[SESSION_ORGANIZATION] = invitation.organization.public_id
     messages.success(request, f"You joined {invitation.organization.name}.")
     return redirect("dashboard:home")

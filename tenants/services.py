@@ -241,3 +241,11 @@ def organization_update_settings(
     organization.image_url_ttl_seconds = image_url_ttl_seconds
     organization.auto_migrate_models = auto_migrate_models
     return organization
+
+
+@transaction.atomic
+def invitation_signup(*, invitation: Invitation, username: str, password: str) -> User:
+    """A new account for the invited address, joined to the organization; both or neither."""
+    user = User.objects.create_user(username=username, email=invitation.email, password=password)
+    invitation_accept(invitation=invitation, user=user)
+    return user

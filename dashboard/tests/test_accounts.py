@@ -190,3 +190,27 @@ def test_sign_ups_are_capped_per_address(client, pro_plan, use_database_limits):
     response = client.post(reverse("signup"), data)
     assert response.status_code == 429 and b"Too many sign-ups" in response.content
     assert not get_user_model().objects.filter(username="userx").exists()
+
+
+def test_an_invitation_used_meanwhile_creates_no_account(web, alice, client):
+    from tenants.services import invitation_accept
+
+    link = _invite(web, alice)
+    path = "/" + link.split("/", 3)[3]
+    assert client.get(path).status_code == 200
+    invitation_accept(invitation=Invitation.objects.get(), user=alice.user)  # used in another tab
+    response = client.post(path, {"username": "dora", "password": PASSWORD})
+    assert response.status_code == 404
+    assert not get_user_model().objects.filter(username="dora").exists()
+
+
+def test_invitation_signup_is_all_or_nothing(web, alice):
+    from tenants.errors import InvalidRequest
+    from tenants.services import invitation_accept, invitation_signup
+
+    _invite(web, alice)
+    stale = Invitation.objects.get()  # loaded while still pending
+    invitation_accept(invitation=Invitation.objects.get(), user=alice.user)
+    with pytest.raises(InvalidRequest):
+        invitation_signup(invitation=stale, username="dora", password=PASSWORD)
+    assert not get_user_model().objects.filter(username="dora").exists()
