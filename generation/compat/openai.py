@@ -147,7 +147,7 @@ class ImageGenerationView(CompatAPIView):
     param_names = {
         "count": "n",
         "aspect_ratio": "size",
-        "tier": "quality",
+        "tier": "model",
         "compression_quality": "output_compression",
         "safety_level": "moderation",
         "metadata": "user",
