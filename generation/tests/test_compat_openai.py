@@ -3,7 +3,9 @@ shape and status, retry headers, tenancy, billing. Plain APIClient; the SDK itse
 test_compat_sdks.py."""
 
 import base64
+import gzip
 import io
+import json
 
 import pytest
 from django.test import Client
@@ -229,3 +231,20 @@ def test_generations_are_tenant_scoped(alice, charlie):
     assert Job.objects.get(public_id=public_id).organization == charlie.organization
     assert alice.client().get(f"/v1/generations/{public_id}").status_code == 404
     assert charlie.client().get(f"/v1/generations/{public_id}").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_image_payloads_are_never_gzipped_while_json_lists_are(alice):
+    """The choice measured in tests/bench/compression.py: base64 images barely compress."""
+    client = alice.client()
+    response = client.post(URL, {"prompt": "x", "n": 2}, format="json", HTTP_ACCEPT_ENCODING="gzip, deflate")
+    assert response.status_code == 200 and "Content-Encoding" not in response
+    assert response.json()["data"][0]["b64_json"]
+    listing = client.get("/v1/generations?limit=100", HTTP_ACCEPT_ENCODING="gzip, deflate")
+    assert listing.status_code == 200 and listing["Content-Encoding"] == "gzip"
+    import gzip
+    import json
+
+    assert (
+        json.loads(gzip.decompress(listing.content))["data"][0]["id"] == response["x-imagegate-generation-id"]
+    )
