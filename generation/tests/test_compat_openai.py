@@ -242,9 +242,6 @@ def test_image_payloads_are_never_gzipped_while_json_lists_are(alice):
     assert response.json()["data"][0]["b64_json"]
     listing = client.get("/v1/generations?limit=100", HTTP_ACCEPT_ENCODING="gzip, deflate")
     assert listing.status_code == 200 and listing["Content-Encoding"] == "gzip"
-    import gzip
-    import json
-
     assert (
         json.loads(gzip.decompress(listing.content))["data"][0]["id"] == response["x-imagegate-generation-id"]
     )
