@@ -68,8 +68,8 @@ def pro_plan(db) -> Plan:
 def _isolated_state(settings):
     """Per-test isolation of process-wide state: Redis key prefix per xdist worker, a fresh
     catalog cache, the doorbell rung in-process, and a fresh route health book."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    settings.REDIS_PREFIX = f"test-{worker}"
+    # Unique per process: several test runs (CI, other checkouts) may share one Redis.
+    settings.REDIS_PREFIX = f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
     settings.GENERATION_INLINE_DOORBELL = True
     if settings.REDIS_URL:
         from config.redis_client import get_redis
@@ -153,8 +153,12 @@ def use_redis(redis_url, settings):
 
     settings.REDIS_URL = redis_url
     get_redis.cache_clear()
-    get_redis().flushdb()
-    yield get_redis()
+    client = get_redis()
+    # Only this test's keys: a FLUSHDB would wipe what parallel workers and processes count.
+    keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    yield client
     get_redis.cache_clear()
 
 

@@ -140,7 +140,7 @@ class Stack:
         )
         if self.args.profile == "production":
             env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/imagegate_bench"
-            env["REDIS_URL"] = "redis://127.0.0.1:6379/13"
+            env["REDIS_URL"] = "redis://127.0.0.1:6379/10"
         return env
 
     def manage(self, *argv: str) -> str:
