@@ -17,7 +17,11 @@ from PIL import Image as PILImage
 from billing.models import UsageRecord
 from generation.models import Job
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # google-genai warns that generate_images (Imagen) is deprecated upstream; it is what we test.
+    pytest.mark.filterwarnings("ignore:The generate_images method is deprecated"),
+]
 
 FLASH = "gemini-3.1-flash-image"
 
