@@ -6,6 +6,7 @@ slip past it; a job that outlives the wait keeps running and is billed only if i
 
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 from functools import partial
 
@@ -14,7 +15,18 @@ from generation.models import Job, new_job_id
 from generation.notifications import JobWaiter, job_wait, job_waiter
 from generation.selectors import job_get, job_is_finished
 from generation.serializers import job_document
+from tenants.errors import InvalidRequest
 from tenants.models import ApiKey, Organization
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key_of(request) -> str | None:
+    """The request's `Idempotency-Key` header (same key + same body = same job), validated."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest("Idempotency-Key must be 1-255 printable characters.", param="Idempotency-Key")
+    return key
 
 
 def job_document_of(job: Job) -> dict:

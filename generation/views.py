@@ -22,13 +22,12 @@ from generation.serializers import (
     job_render,
 )
 from generation.storage import image_open, image_url_valid
-from generation.sync import job_document_of, job_submit_document, job_wait_document
+from generation.sync import idempotency_key_of, job_document_of, job_submit_document, job_wait_document
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
 from tenants.schema import ERRORS
 
 MAX_WAIT_SECONDS = 60
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # HTTP status for a job that failed while the client waited for it (`?wait=`).
 _FAILED_STATUS = {
     "upstream_rejected": 400,
@@ -104,11 +103,7 @@ class GenerationListCreateView(OrganizationScopedAPIView):
     )
     def post(self, request):
         wait = wait_seconds(request)
-        idempotency_key = request.headers.get("Idempotency-Key")
-        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
-            raise InvalidRequest(
-                "Idempotency-Key must be 1-255 printable characters.", param="Idempotency-Key"
-            )
+        idempotency_key = idempotency_key_of(request)
         serializer = GenerationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         document = job_submit_document(

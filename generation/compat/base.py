@@ -20,7 +20,7 @@ from generation.jobs import GenerationRequest
 from generation.models import Job
 from generation.serializers import GenerationCreateInputSerializer
 from generation.storage import image_open
-from generation.sync import job_submit_document
+from generation.sync import idempotency_key_of, job_submit_document
 from tenants.api import OrganizationScopedAPIView, as_imagegate_error
 from tenants.errors import ImagegateError
 
@@ -46,13 +46,16 @@ class CompatAPIView(OrganizationScopedAPIView):
 
     def generate(self, request: GenerationRequest) -> dict:
         """Run the request to completion; the finished job's document with at least one image
-        (delivered or filtered). Raises in the protocol's terms when it failed or took too long."""
+        (delivered or filtered). Raises in the protocol's terms when it failed or took too long.
+        An `Idempotency-Key` header (optional, e.g. the SDKs' `extra_headers`) makes a retry
+        answer from the same job instead of generating, and billing, again."""
         try:
             document = job_submit_document(
                 organization=self.organization,
                 api_key=self.api_key,
                 request=request,
                 wait=float(settings.COMPAT_WAIT_SECONDS),
+                idempotency_key=idempotency_key_of(self.request),
             )
         except ImagegateError as error:
             raise with_param_names(error, self.param_names) from None

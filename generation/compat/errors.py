@@ -19,8 +19,12 @@ from rest_framework.response import Response
 from tenants import errors
 from tenants.errors import ImagegateError
 
-# Codes no retry can fix soon: the SDK must not spend the customer's time retrying them.
-NOT_RETRYABLE_CODES = frozenset({"quota_exceeded", "tenant_suspended", "payment_required"})
+# Codes no retry can fix soon: the SDK must not spend the customer's time retrying them. A timed-out
+# generation is still running (and billed if it delivers): a retry would start, and bill, another.
+# An Idempotency-Key reused with another body stays a conflict however often it is sent.
+NOT_RETRYABLE_CODES = frozenset(
+    {"quota_exceeded", "tenant_suspended", "payment_required", "generation_timeout", "idempotency_conflict"}
+)
 
 # A failed job's error code -> the error raised to the waiting compat client.
 _JOB_FAILURES: dict[str, type[ImagegateError]] = {

@@ -112,6 +112,20 @@ def test_read_only_key_and_suspended_tenant_are_403_permission_denied(alice, bob
     assert error["details"][0]["reason"] == "TENANT_SUSPENDED"
 
 
+def test_blocked_payment_is_403_permission_denied(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import BillingAccount
+
+    BillingAccount.objects.create(
+        organization=alice.organization, payment_failed_at=timezone.now() - timedelta(days=30)
+    )
+    error = assert_google_error(predict(alice, prompt_body(), live=True), 403, "PERMISSION_DENIED")
+    assert error["details"][0]["reason"] == "PAYMENT_REQUIRED"
+
+
 def test_quota_exhausted_is_429_resource_exhausted_without_retry_info(alice):
     alice.organization.monthly_images_override = 3
     alice.organization.save()

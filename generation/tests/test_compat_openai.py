@@ -140,6 +140,20 @@ def test_concurrency_limit_is_retryable_429(alice):
     assert response["retry-after"] == "1"
 
 
+def test_blocked_payment_is_403_that_must_not_be_retried(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import BillingAccount
+
+    BillingAccount.objects.create(
+        organization=alice.organization, payment_failed_at=timezone.now() - timedelta(days=30)
+    )
+    assert_openai_error(post(alice, {"prompt": "x"}), 403, "payment_required", retry="false")
+    assert post(alice, {"prompt": "x"}, live=False).status_code != 403  # test keys keep working
+
+
 def test_get_is_404_in_openai_shape(alice):
     response = alice.client(alice.raw_live_key).get(URL)
     assert_openai_error(response, 404, "method_not_allowed")
@@ -216,7 +230,7 @@ def test_a_job_that_outlives_the_wait_is_504_and_still_delivers(alice, settings)
     settings.COMPAT_WAIT_SECONDS = 1
     Route.objects.filter(account__name="sandbox", tier="fast").update(options={"latency_ms": 2500})
     response = post(alice, {"prompt": "slow"}, live=True)
-    assert_openai_error(response, 504, "generation_timeout")
+    assert_openai_error(response, 504, "generation_timeout", retry="false")  # a retry would bill again
     public_id = response["x-imagegate-generation-id"]
     view = alice.client().get(f"/v1/generations/{public_id}?wait=10")
     assert view.json()["status"] == "succeeded"
@@ -245,3 +259,16 @@ def test_image_payloads_are_never_gzipped_while_json_lists_are(alice):
     assert (
         json.loads(gzip.decompress(listing.content))["data"][0]["id"] == response["x-imagegate-generation-id"]
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotency_key_answers_a_retry_from_the_same_job(alice):
+    client = alice.client(alice.raw_live_key)
+    first = client.post(URL, {"prompt": "x", "n": 2}, format="json", HTTP_IDEMPOTENCY_KEY="retry-1")
+    again = client.post(URL, {"prompt": "x", "n": 2}, format="json", HTTP_IDEMPOTENCY_KEY="retry-1")
+    assert first.status_code == again.status_code == 200, again.content
+    assert first["x-imagegate-generation-id"] == again["x-imagegate-generation-id"]
+    assert first.json()["data"] == again.json()["data"]
+    assert Job.objects.count() == 1 and UsageRecord.objects.count() == 2
+    other = client.post(URL, {"prompt": "y"}, format="json", HTTP_IDEMPOTENCY_KEY="retry-1")
+    assert_openai_error(other, 409, "idempotency_conflict", "Idempotency-Key", retry="false")

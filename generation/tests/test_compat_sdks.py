@@ -15,7 +15,7 @@ from openai import OpenAI
 from PIL import Image as PILImage
 
 from billing.models import UsageRecord
-from generation.models import Job
+from generation.models import Job, Route
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -95,6 +95,18 @@ def test_openai_retryable_429_is_retried_by_the_sdk(live_server, alice, requests
     with pytest.raises(openai.RateLimitError):
         client.images.generate(prompt="x")
     assert requests_seen.count("/v1/images/generations") == 2
+
+
+def test_openai_timeout_is_not_retried_so_nothing_is_generated_twice(
+    live_server, alice, requests_seen, settings
+):
+    settings.COMPAT_WAIT_SECONDS = 1
+    Route.objects.filter(account__name="sandbox", tier="fast").update(options={"latency_ms": 2500})
+    with pytest.raises(openai.InternalServerError) as raised:
+        openai_client(live_server, alice.raw_live_key).images.generate(prompt="slow")
+    assert raised.value.status_code == 504 and raised.value.code == "generation_timeout"
+    assert requests_seen.count("/v1/images/generations") == 1
+    assert Job.objects.count() == 1
 
 
 def test_openai_bad_size_bad_n_and_bad_model(live_server, alice):
