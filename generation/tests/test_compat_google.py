@@ -10,18 +10,20 @@ from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from billing.models import UsageRecord
-from generation.models import Job
+from generation.models import Job, Route
 
 PREDICT_PATHS = [
     "/v1beta/models/{model}:predict",
     "/v1/publishers/google/models/{model}:predict",
     "/v1beta1/publishers/google/models/{model}:predict",
+    "/v1/projects/my-project/locations/us-central1/publishers/google/models/{model}:predict",
 ]
 CONTENT_PATHS = [
     "/v1/models/{model}:generateContent",
     "/v1beta/models/{model}:generateContent",
     "/v1/publishers/google/models/{model}:generateContent",
     "/v1beta1/publishers/google/models/{model}:generateContent",
+    "/v1beta1/projects/my-project/locations/global/publishers/google/models/{model}:generateContent",
 ]
 FLASH = "gemini-3.1-flash-image"
 
@@ -268,3 +270,22 @@ def test_generate_content_is_tenant_scoped(alice, charlie):
     public_id = response.json()["responseId"]
     assert Job.objects.get(public_id=public_id).organization == charlie.organization
     assert alice.client().get(f"/v1/generations/{public_id}").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_outlives_the_wait_is_504_deadline_exceeded(alice, settings):
+    settings.COMPAT_WAIT_SECONDS = 1
+    Route.objects.filter(account__name="sandbox", tier="fast").update(options={"latency_ms": 2500})
+    response = content(alice, text_body("slow"))
+    error = assert_google_error(response, 504, "DEADLINE_EXCEEDED")
+    assert error["details"][0]["reason"] == "GENERATION_TIMEOUT"
+    public_id = response["x-imagegate-generation-id"]
+    assert alice.client().get(f"/v1/generations/{public_id}?wait=10").json()["status"] == "succeeded"
+
+
+def test_bearer_key_works_on_the_vertex_resource_path(alice):
+    """google-genai with vertexai=True, project, location and credentials=Credentials(token=KEY)."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice.raw_key}")
+    path = PREDICT_PATHS[3].format(model="imagen-9")
+    assert_google_error(client.post(path, prompt_body(), format="json"), 404, "NOT_FOUND", "model")

@@ -183,6 +183,22 @@ def test_genai_generate_content_returns_an_image_part(live_server, alice, vertex
     assert response.model_version == FLASH and Job.objects.get().public_id == response.response_id
 
 
+def test_genai_vertex_project_path_with_the_key_as_oauth_token(live_server, alice):
+    from google.oauth2.credentials import Credentials
+
+    client = genai.Client(
+        vertexai=True,
+        project="my-project",
+        location="us-central1",
+        credentials=Credentials(token=alice.raw_key),
+        http_options=types.HttpOptions(base_url=live_server.url, api_version="v1"),
+    )
+    response = client.models.generate_content(
+        model=FLASH, contents="a heron", config=types.GenerateContentConfig(response_modalities=["IMAGE"])
+    )
+    assert_shape(response.candidates[0].content.parts[0].inline_data.data, (1, 1))
+
+
 def test_genai_generate_content_safety_block(live_server, alice):
     client = google_client(live_server, alice.raw_key)  # keep a reference: the SDK closes it otherwise
     response = client.models.generate_content(
