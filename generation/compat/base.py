@@ -22,7 +22,7 @@ from generation.serializers import GenerationCreateInputSerializer
 from generation.storage import image_open
 from generation.sync import idempotency_key_of, job_submit_document
 from tenants.api import OrganizationScopedAPIView, as_imagegate_error
-from tenants.errors import ImagegateError
+from tenants.errors import ImagegateError, InvalidRequest
 
 from .errors import GenerationTimeout, job_failure_error, with_param_names
 
@@ -39,8 +39,7 @@ class CompatAPIView(OrganizationScopedAPIView):
         """Validate the mapped request with the native API's own rules (one set of rules)."""
         serializer = GenerationCreateInputSerializer(data=data)
         if not serializer.is_valid():
-            error = as_imagegate_error(ValidationError(serializer.errors))
-            assert error is not None
+            error = as_imagegate_error(ValidationError(serializer.errors)) or InvalidRequest()
             raise with_param_names(error, self.param_names)
         return serializer.to_request()
 

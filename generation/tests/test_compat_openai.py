@@ -272,3 +272,12 @@ def test_idempotency_key_answers_a_retry_from_the_same_job(alice):
     assert Job.objects.count() == 1 and UsageRecord.objects.count() == 2
     other = client.post(URL, {"prompt": "y"}, format="json", HTTP_IDEMPOTENCY_KEY="retry-1")
     assert_openai_error(other, 409, "idempotency_conflict", "Idempotency-Key", retry="false")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_job_is_a_5xx_and_bills_nothing(alice):
+    response = post(alice, {"prompt": "x [fail]", "n": 2})
+    error = assert_openai_error(response, 503, "upstream_unavailable")
+    assert error["type"] == "api_error"
+    assert Job.objects.get().status == Job.Status.FAILED
+    assert UsageRecord.objects.count() == 0
