@@ -202,18 +202,19 @@ def _snippets(raw_key: str) -> dict[str, str]:
             "from openai import OpenAI\n\n"
             f'client = OpenAI(base_url="{base}/v1", api_key="{raw_key}")\n'
             'result = client.images.generate(model="imagen-4-fast", prompt="a lighthouse at dusk", n=1)\n'
-            "print(result.data[0].b64_json[:40])"
+            "print(len(result.data), 'image(s)')"
         ),
         "google": (
             "from google import genai\nfrom google.genai import types\n\n"
             "client = genai.Client(\n"
             f'    vertexai=True, api_key="{raw_key}",\n'
-            f'    http_options=types.HttpOptions(base_url="{base}"),\n'
+            f'    http_options=types.HttpOptions(base_url="{base}", api_version="v1"),\n'
             ")\n"
             "result = client.models.generate_images(\n"
             '    model="imagen-4-fast", prompt="a lighthouse at dusk",\n'
             "    config=types.GenerateImagesConfig(number_of_images=1),\n"
-            ")"
+            ")\n"
+            "print(len(result.generated_images), 'image(s)')"
         ),
     }
 

@@ -23,7 +23,9 @@ def test_create_shows_the_key_once_with_snippets_then_never_again(web, alice, se
     assert key.created_by == alice.user
     # Snippets for curl, the OpenAI SDK and the Google SDK, pre-filled with our base URL and the key.
     assert "OpenAI(base_url=&quot;https://api.imagegate.example/v1&quot;" in page
-    assert "HttpOptions(base_url=&quot;https://api.imagegate.example&quot;)" in page
+    assert (
+        "HttpOptions(base_url=&quot;https://api.imagegate.example&quot;, api_version=&quot;v1&quot;)" in page
+    )
     assert page.count(raw) == 4
     # The key works against the API, and is never rendered again.
     api = alice.client(raw).get("/v1/organization")
