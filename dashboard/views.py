@@ -158,6 +158,7 @@ def members(request):
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
                 invited_by=request.user,
+                actor_role=request.access.role,
             )
         except ImagegateError as exc:
             form.add_error("email", _error_message(exc))
@@ -168,6 +169,7 @@ def members(request):
             return redirect("dashboard:members")
     context = {
         "form": form,
+        "roles": Membership.Role.choices,
         "members": Membership.objects.filter(organization=organization)
         .select_related("user")
         .order_by("user__username"),
@@ -176,6 +178,48 @@ def members(request):
         ),
     }
     return render(request, "dashboard/members.html", context, status=400 if form.errors else 200)
+
+
+def _membership_or_404(request, username: str) -> Membership:
+    membership = (
+        Membership.objects.filter(organization=request.access.organization, user__username=username)
+        .select_related("user")
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such member.")
+    return membership
+
+
+@require_POST
+@dashboard_view(manage=True)
+def member_role(request, username: str):
+    membership = _membership_or_404(request, username)
+    try:
+        tenant_services.membership_change_role(
+            membership=membership, role=request.POST.get("role", ""), actor_role=request.access.role
+        )
+    except ImagegateError as exc:
+        messages.error(request, _error_message(exc))
+    else:
+        messages.success(request, f"{username} is now {membership.get_role_display().lower()}.")
+    return redirect("dashboard:members")
+
+
+@require_POST
+@dashboard_view(manage=True)
+def member_remove(request, username: str):
+    membership = _membership_or_404(request, username)
+    try:
+        tenant_services.membership_remove(membership=membership, actor_role=request.access.role)
+    except ImagegateError as exc:
+        messages.error(request, _error_message(exc))
+        return redirect("dashboard:members")
+    messages.success(request, f"{username} was removed from {request.access.organization.name}.")
+    if membership.user_id == request.user.pk:
+        request.session.pop(SESSION_ORGANIZATION, None)
+        return redirect("dashboard:home")
+    return redirect("dashboard:members")
 
 
 @require_POST

@@ -166,7 +166,13 @@ def user_signup(
 
 
 def invitation_create(
-    *, organization: Organization, email: str, role: str, invited_by: User | None, now: datetime | None = None
+    *,
+    organization: Organization,
+    email: str,
+    role: str,
+    invited_by: User | None,
+    actor_role: str = Membership.Role.OWNER,
+    now: datetime | None = None,
 ) -> tuple[Invitation, str]:
     """An invitation and its token, which is returned once (for the e-mail) and stored hashed."""
     email = email.strip().lower()
@@ -176,6 +182,7 @@ def invitation_create(
         role = Membership.Role(role)
     except ValueError:
         raise InvalidRequest("role must be owner, admin or member.", param="role") from None
+    _check_role_change(actor_role=actor_role, old_role=None, new_role=role)
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise InvalidRequest(f"{email} is already a member of {organization.name}.", param="email")
     token = secrets.token_urlsafe(32)
@@ -249,3 +256,44 @@ def invitation_signup(*, invitation: Invitation, username: str, password: str) -
     user = User.objects.create_user(username=username, email=invitation.email, password=password)
     invitation_accept(invitation=invitation, user=user)
     return user
+
+
+# --- Members --------------------------------------------------------------------------------
+def _check_role_change(*, actor_role: str, old_role: str | None, new_role: str | None) -> None:
+    """Owners grant and take away any role; admins manage members and admins, never owners."""
+    if actor_role == Membership.Role.OWNER:
+        return
+    if Membership.Role.OWNER in (old_role, new_role):
+        raise InvalidRequest("Only an owner can make or unmake owners.", param="role")
+
+
+def _ensure_another_owner(membership: Membership) -> None:
+    if membership.role != Membership.Role.OWNER:
+        return
+    owners = Membership.objects.filter(organization_id=membership.organization_id, role=Membership.Role.OWNER)
+    if not owners.exclude(pk=membership.pk).exists():
+        raise InvalidRequest("An organization needs at least one owner; make someone else owner first.")
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str, actor_role: str) -> Membership:
+    try:
+        role = Membership.Role(role)
+    except ValueError:
+        raise InvalidRequest("role must be owner, admin or member.", param="role") from None
+    # Lock the organization's owners so two concurrent demotions cannot leave it without one.
+    list(Membership.objects.select_for_update().filter(organization_id=membership.organization_id))
+    _check_role_change(actor_role=actor_role, old_role=membership.role, new_role=role)
+    if role != Membership.Role.OWNER:
+        _ensure_another_owner(membership)
+    Membership.objects.filter(pk=membership.pk).update(role=role)
+    membership.role = role
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor_role: str) -> None:
+    list(Membership.objects.select_for_update().filter(organization_id=membership.organization_id))
+    _check_role_change(actor_role=actor_role, old_role=membership.role, new_role=None)
+    _ensure_another_owner(membership)
+    membership.delete()
