@@ -166,7 +166,7 @@ def test_invited_member_logs_in_and_cannot_see_billing(browser, live_server, scr
     _sign_up(owner, base)
     owner.goto(f"{base}/members/")
     owner.get_by_label("Email").fill("milton@initech.example")
-    owner.get_by_label("Role").select_option("member")
+    owner.get_by_label("Role", exact=True).select_option("member")
     owner.get_by_role("button", name="Send invitation").click()
     owner.wait_for_url(f"{base}/members/")
     assert "milton@initech.example" in owner.content()
