@@ -256,6 +256,18 @@ GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 4, minimu
 # Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
 GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 
+# --- Batches and tenant webhooks --------------------------------------------------------------
+# Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the
+# tenant's interactive requests keep the rest; the feeder tops batches up every interval.
+BATCH_CONCURRENCY_SHARE = env_float("BATCH_CONCURRENCY_SHARE", 0.5)
+BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 1000, minimum=1)
+BATCH_FEED_INTERVAL_SECONDS = env_float("BATCH_FEED_INTERVAL_SECONDS", 1.0)
+# Tests only: allow http:// and loopback/private webhook URLs (SSRF protection off).
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Retries stop (delivery failed) once the first attempt is older than this.
+WEBHOOK_RETRY_WINDOW_SECONDS = env_int("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, minimum=60)
+
 # --- Billing (Stripe) -------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY billing runs ledger-only: usage, statements and invoice previews work,
 # payment pages say billing is not configured, and the meter-event outbox sends nothing.

@@ -269,7 +269,7 @@ class Job(models.Model):
                 fields=["organization", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
                 name="uniq_job_idempotency_key",
-            )
+            ),
         ]
         indexes = [
             models.Index(fields=["organization", "public_id"], name="job_org_id"),
@@ -367,6 +367,9 @@ class Batch(models.Model):
     requests = models.JSONField(default=list)  # [{"custom_id": str, "body": {...}}, ...]
     total = models.PositiveIntegerField()
     next_index = models.PositiveIntegerField(default=0)
+    # One feeder at a time tops the batch up (so it never overshoots its share); a feeder that
+    # died leaves this in the past and the next one proceeds.
+    feeder_lease_until = models.DateTimeField(null=True, blank=True)
     webhook_url = models.CharField(max_length=2000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -13,8 +13,10 @@ from django_q.tasks import async_task
 
 from generation.jobs import job_claim, job_reap
 from generation.runner import get_runner
+from generation.webhooks import webhook_deliveries_redrive, webhook_delivery_send
 
 CAPACITY_WAIT_SECONDS = 20.0
+WEBHOOK_SCHEDULE_NAME = "generation: re-drive due webhook deliveries"
 _brokers: dict[int, object] = {}
 
 
@@ -47,3 +49,26 @@ def run_job(public_id: str) -> None:
 
 def reap_jobs() -> dict:
     return job_reap()
+
+
+def enqueue_webhook_delivery(public_id: str) -> None:
+    """Send from a worker (never the job runner's loop); the scheduled re-drive covers a lost task."""
+    if settings.GENERATION_INLINE_DOORBELL:
+        deliver_webhook(public_id)
+        return
+    async_task(
+        "generation.tasks.deliver_webhook",
+        public_id,
+        task_name=f"webhook-{public_id}",
+        save=False,
+        broker=_broker(),
+    )
+
+
+def deliver_webhook(public_id: str) -> bool | None:
+    return webhook_delivery_send(public_id=public_id)
+
+
+def redrive_webhooks() -> dict:
+    """Every minute: send deliveries that are due (retries, and first attempts whose task was lost)."""
+    return webhook_deliveries_redrive()
