@@ -122,7 +122,7 @@ def batch_create(
 
 
 def batch_get(*, organization: Organization, public_id: str) -> Batch:
-    batch = Batch.objects.for_org(organization).filter(public_id=public_id).first()
+    batch = Batch.objects.for_org(organization).filter(public_id=public_id).defer("requests").first()
     if batch is None:
         raise NotFound(f"No batch {public_id}.", param="id")
     return batch
@@ -167,9 +167,11 @@ def batch_share(*, organization: Organization) -> int:
 def _refuse_item(batch: Batch, index: int, custom_id: str, error: ImagegateError) -> None:
     """The item could not be submitted (quota used up, model gone): record it as a failed job,
     with nothing reserved or billed, so it is accounted for and reported."""
+    from generation.webhooks import webhook_job_finished
+
     body = batch.requests[index]["body"]
     now = timezone.now()
-    Job.objects.create(
+    job = Job.objects.create(
         organization_id=batch.organization_id,
         api_key_id=batch.api_key_id,
         livemode=batch.api_key.mode == ApiKey.Mode.LIVE if batch.api_key else False,
@@ -186,7 +188,26 @@ def _refuse_item(batch: Batch, index: int, custom_id: str, error: ImagegateError
         finished_at=now,
         batch=batch,
         custom_id=custom_id,
+        webhook_url=body.get("webhook_url", ""),
     )
+    transaction.on_commit(
+        partial(
+            webhook_job_finished,
+            job_public_id=job.public_id,
+            organization_id=batch.organization_id,
+            url=job.webhook_url,
+        )
+    )
+
+
+def _feeding_paused(batch: Batch) -> bool:
+    """A suspended organization (or a live one blocked for payment) gets no new jobs; its pending
+    items wait, and resume when it is reinstated."""
+    from billing.selectors import live_generation_blocked
+
+    if not batch.organization.is_active or batch.api_key is None:
+        return True
+    return batch.api_key.mode == ApiKey.Mode.LIVE and live_generation_blocked(organization=batch.organization)
 
 
 def batch_feed(*, batch_pk: int) -> int:
@@ -203,6 +224,8 @@ def batch_feed(*, batch_pk: int) -> int:
         batch = Batch.objects.select_related("organization__plan", "api_key").get(pk=batch_pk)
         share = batch_share(organization=batch.organization)
         active = Job.objects.filter(batch=batch, status__in=ACTIVE).count()
+        if active >= share or _feeding_paused(batch):
+            return 0
         while active < share and batch.next_index < batch.total and batch.api_key is not None:
             index = batch.next_index
             item = batch.requests[index]
@@ -279,8 +302,11 @@ def batch_feed_all() -> int:
     )
     fed = 0
     for pk in pks:
-        fed += batch_feed(batch_pk=pk)
-        batch_complete_if_done(batch_pk=pk)
+        try:
+            fed += batch_feed(batch_pk=pk)
+            batch_complete_if_done(batch_pk=pk)
+        except Exception:  # noqa: BLE001 - one broken batch must not stall the others
+            logger.exception("batch %s: feeding failed", pk)
     return fed
 
 

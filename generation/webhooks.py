@@ -183,11 +183,11 @@ def webhook_delivery_get(*, organization: Organization, public_id: str) -> Webho
 
 
 def webhook_delivery_retry(*, organization: Organization, public_id: str) -> WebhookDelivery:
-    """Send a failed delivery again now (a new retry window starts)."""
+    """Send a failed delivery once more, now (past its retry window, one attempt: if that fails too,
+    it is failed again)."""
     delivery = webhook_delivery_get(organization=organization, public_id=public_id)
-    now = timezone.now()
     updated = WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.FAILED).update(
-        status=WebhookDelivery.Status.PENDING, next_attempt_at=now, created_at=now
+        status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now()
     )
     if not updated:
         raise Conflict(f"Webhook delivery {public_id} is {delivery.status}; only failed ones are retried.")

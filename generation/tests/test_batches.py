@@ -295,3 +295,15 @@ def test_another_tenants_batch_is_a_404_everywhere(alice, charlie):
     assert Batch.objects.get(public_id=batch["id"]).status == "in_progress"
     assert_error(alice.client().get(f"{URL}/batch_nope"), 404, "not_found")
     assert_error(alice.client().get(f"{URL}/{batch['id']}/items?cursor=x"), 400, "invalid_request", "cursor")
+
+
+def test_a_suspended_organizations_batch_waits_and_resumes(alice):
+    from tenants.services import organization_reactivate, organization_suspend
+
+    response = alice.client().post(URL, {"requests": items(3)}, format="json")
+    batch = Batch.objects.get(public_id=response.json()["id"])
+    organization_suspend(organization=alice.organization)
+    assert batch_feed(batch_pk=batch.pk) == 0
+    assert not Job.objects.filter(batch=batch).exists()
+    organization_reactivate(organization=alice.organization)
+    assert batch_feed(batch_pk=batch.pk) == 3
