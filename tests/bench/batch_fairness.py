@@ -43,9 +43,14 @@ async def request(port: int, path: str, key: str, body: dict | None = None) -> t
 
 def summary(results: list) -> dict:
     ok = [t * 1000 for t, good, _ in results if good]
+    errors: dict[str, int] = {}
+    for _, good, status in results:
+        if not good:
+            errors[str(status)] = errors.get(str(status), 0) + 1
     return {
         "requests": len(results),
         "succeeded": len(ok),
+        "errors": errors,
         "p50_ms": round(pct(ok, 0.5), 1),
         "p95_ms": round(pct(ok, 0.95), 1),
     }
@@ -121,7 +126,7 @@ def main() -> None:
     def line(label: str, phase: dict) -> str:
         return (
             f"  {label:<23}: p50 {phase['p50_ms']} ms, p95 {phase['p95_ms']} ms"
-            f" ({phase['succeeded']}/{phase['requests']} ok)"
+            f" ({phase['succeeded']}/{phase['requests']} ok; errors: {phase['errors'] or 'none'})"
         )
 
     print(
