@@ -34,6 +34,7 @@ from generation.webhooks import (
 )
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest, NotFound
+from tenants.models import ApiKey
 from tenants.schema import ERRORS
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
@@ -96,9 +97,11 @@ def _batch_input(request) -> tuple[object, str | None]:
             raise InvalidRequest("The file is too large.", param="file")
         text = upload.read().decode("utf-8", errors="replace")
         return batch_items_parse_jsonl(text=text), request._request.POST.get("webhook_url") or None
-    body = request.body
+    # Read the stream ourselves: Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) fits a typical
+    # API body, not 1,000 requests with long prompts; this endpoint has its own cap.
+    body = request._request.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequest("The request body is too large.")
+        raise InvalidRequest(f"The request body is larger than {MAX_BODY_BYTES // 2**20} MB.")
     text = body.decode("utf-8", errors="replace")
     if content_type in JSONL_TYPES:
         return batch_items_parse_jsonl(text=text), request.query_params.get("webhook_url") or None
@@ -230,7 +233,7 @@ WEBHOOK = inline_serializer(
         "object": serializers.CharField(),
         "url": serializers.CharField(allow_null=True),
         "enabled": serializers.BooleanField(),
-        "secret": serializers.CharField(),
+        "secret": serializers.CharField(allow_null=True, help_text="null for read-only keys"),
         "created_at": serializers.DateTimeField(),
         "updated_at": serializers.DateTimeField(),
     },
@@ -241,13 +244,14 @@ def _iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def webhook_endpoint_document(endpoint: WebhookEndpoint) -> dict:
-    # The signing secret is shown to the tenant (they need it to verify), as Stripe does.
+def webhook_endpoint_document(endpoint: WebhookEndpoint, *, show_secret: bool) -> dict:
+    # The signing secret is shown to the tenant (they need it to verify), as Stripe does, but only
+    # to keys that may change the endpoint: a read-only key could otherwise forge deliveries.
     return {
         "object": "webhook_endpoint",
         "url": endpoint.url or None,
         "enabled": endpoint.enabled,
-        "secret": endpoint.secret,
+        "secret": endpoint.secret if show_secret else None,
         "created_at": _iso(endpoint.created_at),
         "updated_at": _iso(endpoint.updated_at),
     }
@@ -278,7 +282,8 @@ class WebhookView(OrganizationScopedAPIView):
         endpoint = webhook_endpoint_get(organization=self.organization)
         if endpoint is None:
             raise NotFound("No webhook endpoint is set.")
-        return Response(webhook_endpoint_document(endpoint))
+        show_secret = ApiKey.Scope.GENERATE in self.api_key.scopes
+        return Response(webhook_endpoint_document(endpoint, show_secret=show_secret))
 
     @extend_schema(
         request=WebhookInputSerializer, responses={200: WEBHOOK, **ERRORS}, operation_id="webhook_set"
@@ -287,7 +292,7 @@ class WebhookView(OrganizationScopedAPIView):
         serializer = WebhookInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         endpoint = webhook_endpoint_set(organization=self.organization, **serializer.validated_data)
-        return Response(webhook_endpoint_document(endpoint))
+        return Response(webhook_endpoint_document(endpoint, show_secret=True))
 
     @extend_schema(request=None, responses={204: None, **ERRORS}, operation_id="webhook_delete")
     def delete(self, request):
@@ -300,7 +305,8 @@ class WebhookRotateSecretView(OrganizationScopedAPIView):
 
     @extend_schema(request=None, responses={200: WEBHOOK, **ERRORS}, operation_id="webhook_rotate_secret")
     def post(self, request):
-        return Response(webhook_endpoint_document(webhook_secret_rotate(organization=self.organization)))
+        endpoint = webhook_secret_rotate(organization=self.organization)
+        return Response(webhook_endpoint_document(endpoint, show_secret=True))
 
 
 class WebhookDeliveryListView(OrganizationScopedAPIView):

@@ -92,6 +92,14 @@ def test_an_invalid_item_refuses_the_whole_batch(alice, payload, param, words):
     assert not Batch.objects.exists() and not Job.objects.exists()
 
 
+def test_a_full_batch_with_long_prompts_is_accepted(alice):
+    """1,000 items of 3,000-character prompts: a 3 MB body, above Django's default form limit."""
+    payload = {"requests": [{"custom_id": f"c{i}", "body": {"prompt": "x" * 3000}} for i in range(1000)]}
+    response = alice.client().post(URL, payload, format="json")
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["counts"]["total"] == 1000
+
+
 def test_malformed_jsonl_names_the_line(alice):
     body = json.dumps(items(1)[0]) + "\n{not json\n"
     response = alice.client().post(URL, body, content_type="application/jsonl")

@@ -65,7 +65,7 @@ def wait_for(predicate, timeout=20.0):
 
 
 # --- Endpoint API -----------------------------------------------------------------------------
-def test_set_get_rotate_delete(alice, allow_private, receiver):
+def test_set_get_rotate_delete(alice, bob, allow_private, receiver):
     client = alice.client()
     assert_error(client.get("/v1/webhook"), 404, "not_found")
     response = client.put("/v1/webhook", {"url": receiver.url}, format="json")
@@ -74,6 +74,8 @@ def test_set_get_rotate_delete(alice, allow_private, receiver):
     assert body["url"] == receiver.url and body["enabled"] is True
     assert body["secret"].startswith("whsec_") and len(body["secret"]) > 40
     assert client.get("/v1/webhook").json()["secret"] == body["secret"]
+    assert bob.client().get("/v1/webhook").json() | {"secret": "hidden"} == body | {"secret": "hidden"}
+    assert bob.client().get("/v1/webhook").json()["secret"] is None  # read-only keys never see it
     rotated = client.post("/v1/webhook/rotate-secret").json()
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != body["secret"]
     assert client.delete("/v1/webhook").status_code == 204
@@ -314,3 +316,23 @@ def test_delivery_log_pagination_filter_and_isolation(alice, charlie, allow_priv
     WebhookDelivery.objects.filter(pk=failed.pk).update(status="failed")
     assert_error(charlie.client().post(f"/v1/webhook/deliveries/{failed.public_id}/retry"), 404, "not_found")
     assert WebhookDelivery.objects.get(pk=failed.pk).status == "failed"
+
+
+def test_the_request_goes_to_the_checked_address_with_the_original_host(
+    alice, allow_private, receiver, monkeypatch
+):
+    """hooks.invalid exists in no DNS: the delivery arrives only because the sender connects to the
+    address it checked (the resolver's answer) instead of looking the name up again."""
+    monkeypatch.setattr(webhooks, "resolver", lambda host, port: ["127.0.0.1"])
+    port = receiver.server.server_address[1]
+    url = f"http://hooks.invalid:{port}/in?source=imagegate"
+    assert alice.client().put("/v1/webhook", {"url": url}, format="json").status_code == 200
+    delivery = webhook_event_create(
+        organization_id=alice.organization.pk, event="batch.completed", object_id="b", payload={}, url=url
+    )
+    webhook_deliveries_redrive()
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded", delivery.last_error
+    [request] = receiver.requests
+    assert request["path"] == "/in?source=imagegate"
+    assert request["headers"]["Host"] == f"hooks.invalid:{port}"
