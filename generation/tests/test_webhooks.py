@@ -12,7 +12,7 @@ from django.utils import timezone
 from generation import webhooks
 from generation.catalog import catalog_invalidate
 from generation.models import ProviderAccount, WebhookDelivery, WebhookEndpoint
-from generation.tests.webhook_receiver import Receiver
+from generation.tests.webhook_receiver import Receiver, self_signed_tls
 from generation.webhooks import webhook_deliveries_redrive, webhook_event_create
 
 PUBLIC_ADDRESS = "93.184.215.14"
@@ -336,3 +336,31 @@ def test_the_request_goes_to_the_checked_address_with_the_original_host(
     [request] = receiver.requests
     assert request["path"] == "/in?source=imagegate"
     assert request["headers"]["Host"] == f"hooks.invalid:{port}"
+
+
+@pytest.mark.parametrize(
+    "certificate_for, delivered", [("hooks.invalid", True), ("elsewhere.invalid", False)]
+)
+def test_https_delivery_verifies_the_hostname_while_connecting_to_the_checked_address(
+    alice, allow_private, monkeypatch, tmp_path, certificate_for, delivered
+):
+    """TLS: SNI and certificate verification use the URL's hostname although the connection goes
+    to the checked IP address; a certificate for another name is refused."""
+    tls, cert_path = self_signed_tls(certificate_for, tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert_path)  # trust our self-signed certificate
+    monkeypatch.setattr(webhooks, "resolver", lambda host, port: ["127.0.0.1"])
+    server = Receiver(tls=tls)
+    try:
+        url = f"https://hooks.invalid:{server.server.server_address[1]}/h"
+        alice.client().put("/v1/webhook", {"url": url}, format="json")
+        delivery = webhook_event_create(
+            organization_id=alice.organization.pk, event="batch.completed", object_id="b", payload={}, url=url
+        )
+        webhook_deliveries_redrive()
+        delivery.refresh_from_db()
+        assert (delivery.status == "succeeded") is delivered, delivery.last_error
+        assert len(server.requests) == (1 if delivered else 0)
+        if not delivered:
+            assert "ConnectError" in delivery.last_error
+    finally:
+        server.close()
