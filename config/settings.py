@@ -265,6 +265,8 @@ BATCH_FEED_INTERVAL_SECONDS = env_float("BATCH_FEED_INTERVAL_SECONDS", 1.0)
 # Tests only: allow http:// and loopback/private webhook URLs (SSRF protection off).
 WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Threads per process sending webhooks (a slow receiver holds one for up to the timeout).
+WEBHOOK_SENDER_THREADS = env_int("WEBHOOK_SENDER_THREADS", 4, minimum=1)
 # Retries stop (delivery failed) once the first attempt is older than this.
 WEBHOOK_RETRY_WINDOW_SECONDS = env_int("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, minimum=60)
 

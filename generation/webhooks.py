@@ -1,8 +1,9 @@
 """Tenant webhooks: the organization's endpoint and secret, signed deliveries, retries, SSRF guard.
 
 Invariants: a delivery row is created in the transaction-commit hook of the job or batch that
-finished, then sent by a django-q2 task; a scheduled task re-drives every due delivery, so a dead
-worker loses nothing. A sender takes a delivery by a conditional UPDATE that pushes its
+finished, then sent by a sender thread of that process (generation.tasks: a slow receiver never
+holds a job loop); a scheduled django-q2 task re-drives every due delivery, so a dead process
+loses nothing. A sender takes a delivery by a conditional UPDATE that pushes its
 `next_attempt_at` into the future (a lease), so one delivery is never sent twice concurrently.
 URLs are checked at save time and again right before each send, and the request goes to the very
 address that was checked (DNS can change between the two).
@@ -356,14 +357,19 @@ def webhook_delivery_send(*, public_id: str, now: datetime | None = None) -> boo
     return not error
 
 
+def webhook_deliveries_due(*, now: datetime | None = None, limit: int = REDRIVE_BATCH) -> list[str]:
+    """Deliveries to send now: retries that are due, and first attempts whose sender was lost."""
+    due = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now or timezone.now()
+    )
+    return list(due.order_by("next_attempt_at").values_list("public_id", flat=True)[:limit])
+
+
 def webhook_deliveries_redrive(*, now: datetime | None = None) -> dict[str, int]:
-    """Send every due delivery (first attempts whose task was lost, and retries)."""
+    """Send every due delivery, one after the other, here and now."""
     now = now or timezone.now()
     counts = {"succeeded": 0, "failed": 0}
-    due = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now)
-    for public_id in list(
-        due.order_by("next_attempt_at").values_list("public_id", flat=True)[:REDRIVE_BATCH]
-    ):
+    for public_id in webhook_deliveries_due(now=now):
         result = webhook_delivery_send(public_id=public_id, now=now)
         if result is True:
             counts["succeeded"] += 1

@@ -364,3 +364,35 @@ def test_https_delivery_verifies_the_hostname_while_connecting_to_the_checked_ad
             assert "ConnectError" in delivery.last_error
     finally:
         server.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_path_sends_from_sender_threads_and_the_schedule_redrives(
+    alice, allow_private, receiver, settings
+):
+    """Without the inline doorbell: the commit hook hands the delivery to a sender thread; a delivery
+    whose process died before sending (still pending and due) goes out at the next scheduled run."""
+    from generation.tasks import redrive_webhooks
+
+    settings.GENERATION_INLINE_DOORBELL = False
+    alice.client().put("/v1/webhook", {"url": receiver.url}, format="json")
+    sent = webhook_event_create(
+        organization_id=alice.organization.pk,
+        event="batch.completed",
+        object_id="b1",
+        payload={},
+        url=receiver.url,
+    )
+    assert wait_for(lambda: WebhookDelivery.objects.get(pk=sent.pk).status == "succeeded")
+    orphan = WebhookDelivery.objects.create(
+        organization=alice.organization,
+        event="batch.completed",
+        object_id="b2",
+        url=receiver.url,
+        payload={},
+        next_attempt_at=timezone.now(),
+    )
+    assert redrive_webhooks() == 1
+    assert wait_for(lambda: WebhookDelivery.objects.get(pk=orphan.pk).status == "succeeded")
+    assert [json.loads(r["body"]) for r in receiver.requests] == [{}, {}]
+    assert redrive_webhooks() == 0
