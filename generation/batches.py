@@ -358,7 +358,7 @@ def _item_status(batch: Batch, job: Job | None) -> str:
         return job.status
     if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED):
         return Job.Status.CANCELED
-    return "pending"
+    return Job.Status.QUEUED  # not fed yet: counted as queued too, with no generation
 
 
 def batch_items(
