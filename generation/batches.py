@@ -190,14 +190,9 @@ def _refuse_item(batch: Batch, index: int, custom_id: str, error: ImagegateError
         custom_id=custom_id,
         webhook_url=body.get("webhook_url", ""),
     )
-    transaction.on_commit(
-        partial(
-            webhook_job_finished,
-            job_public_id=job.public_id,
-            organization_id=batch.organization_id,
-            url=job.webhook_url,
-        )
-    )
+    from generation.serializers import job_document
+
+    webhook_job_finished(job=job, document=job_document(job, []))
 
 
 def _feeding_paused(batch: Batch) -> bool:

@@ -251,37 +251,29 @@ def _release(job: Job, *, delivered: int) -> None:
 
 
 def _finished(job: Job, images: list[Image], **fields) -> None:
-    """Reflect a terminal UPDATE on the in-memory job, then, after commit, tell the waiting request
-    (with the finished job's document, so it need not read it back) and run completion hooks."""
+    """Reflect a terminal UPDATE on the in-memory job, record its webhook delivery, then, after
+    commit, tell the waiting request (with the finished job's document, so it need not read it
+    back) and top up its batch."""
     for name, value in fields.items():
         setattr(job, name, value)
-    from generation.serializers import job_document
-
-    transaction.on_commit(partial(job_finished_publish, job.public_id, job_document(job, images)))
-    transaction.on_commit(partial(_job_finished_hooks, job.public_id))
-
-
-def _job_finished_hooks(job_public_id: str) -> None:
-    """Completion side effects, after commit: the tenant's webhook, and the job's batch (top it up,
-    or complete it). One failing never stops the other; both are re-driven by scheduled tasks."""
     from generation.batches import batch_job_finished
+    from generation.serializers import job_document
     from generation.webhooks import webhook_job_finished
 
-    row = (
-        Job.objects.filter(public_id=job_public_id)
-        .values("organization_id", "webhook_url", "batch_id")
-        .first()
-    )
-    if row is None:
-        return
-    hooks = [partial(webhook_job_finished, organization_id=row["organization_id"], url=row["webhook_url"])]
-    if row["batch_id"] is not None:
-        hooks.append(partial(batch_job_finished, batch_pk=row["batch_id"]))
-    for hook in hooks:
-        try:
-            hook(job_public_id=job_public_id)
-        except Exception:  # noqa: BLE001 - the job is finished whatever a side effect does
-            logger.exception("job %s: finished hook %s failed", job_public_id, hook.func.__name__)
+    document = job_document(job, images)
+    transaction.on_commit(partial(job_finished_publish, job.public_id, document))
+    # In the terminal transaction: the webhook delivery exists if and only if the job finished
+    # (it is sent after commit, and re-driven if this process dies first).
+    webhook_job_finished(job=job, document=document)
+    if job.batch_id is not None:  # the freed slot goes to the batch's next item (re-driven too)
+        transaction.on_commit(partial(_batch_hook, job.public_id, job.batch_id, batch_job_finished))
+
+
+def _batch_hook(job_public_id: str, batch_pk: int, hook) -> None:
+    try:
+        hook(job_public_id=job_public_id, batch_pk=batch_pk)
+    except Exception:  # noqa: BLE001 - the job is finished; the runner's feeder pass re-drives
+        logger.exception("job %s: batch hook failed", job_public_id)
 
 
 @transaction.atomic

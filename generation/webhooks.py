@@ -227,18 +227,14 @@ def webhook_event_create(
     return delivery
 
 
-def webhook_job_finished(*, job_public_id: str, organization_id: int, url: str) -> WebhookDelivery | None:
-    """Completion hook for jobs: POST the job document to the request's or organization's URL.
-    Costs one query when the organization has no webhook (the common case)."""
-    from generation.serializers import job_document
-
-    target, _ = _target(organization_id, url)
+def webhook_job_finished(*, job: Job, document: dict) -> WebhookDelivery | None:
+    """A job reached a terminal status (called inside that transaction): record the delivery of
+    its document to the request's or the organization's URL. One query when there is no webhook."""
+    target, _ = _target(job.organization_id, job.webhook_url)
     if not target:
         return None
-    job = Job.objects.select_related("organization").get(public_id=job_public_id)
-    document = job_document(job, list(job.images.all()))
     return webhook_event_create(
-        organization_id=organization_id,
+        organization_id=job.organization_id,
         event=EVENT_GENERATION_COMPLETED,
         object_id=job.public_id,
         payload=document,

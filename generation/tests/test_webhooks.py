@@ -396,3 +396,20 @@ def test_production_path_sends_from_sender_threads_and_the_schedule_redrives(
     assert wait_for(lambda: WebhookDelivery.objects.get(pk=orphan.pk).status == "succeeded")
     assert [json.loads(r["body"]) for r in receiver.requests] == [{}, {}]
     assert redrive_webhooks() == 0
+
+
+def test_the_delivery_is_recorded_in_the_jobs_terminal_transaction(alice, allow_private, receiver):
+    """Under the `db` fixture nothing commits, so no after-commit hook runs: the delivery row exists
+    because it was written together with the job's terminal status (a crash cannot separate them)."""
+    client = alice.client()
+    client.put("/v1/webhook", {"url": receiver.url}, format="json")
+    job = client.post("/v1/generations", {"prompt": "never mind"}, format="json").json()
+    assert not WebhookDelivery.objects.exists()
+    assert client.post(f"/v1/generations/{job['id']}/cancel").status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.event, delivery.object_id, delivery.status) == (
+        "generation.completed",
+        job["id"],
+        "pending",
+    )
+    assert delivery.payload["status"] == "canceled"
