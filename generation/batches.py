@@ -164,12 +164,11 @@ def batch_share(*, organization: Organization) -> int:
     return max(1, math.floor(limit * settings.BATCH_CONCURRENCY_SHARE))
 
 
-def _refuse_item(batch: Batch, index: int, custom_id: str, error: ImagegateError) -> None:
+def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError) -> None:
     """The item could not be submitted (quota used up, model gone): record it as a failed job,
     with nothing reserved or billed, so it is accounted for and reported."""
     from generation.webhooks import webhook_job_finished
 
-    body = batch.requests[index]["body"]
     now = timezone.now()
     job = Job.objects.create(
         organization_id=batch.organization_id,
@@ -205,6 +204,11 @@ def _feeding_paused(batch: Batch) -> bool:
     return batch.api_key.mode == ApiKey.Mode.LIVE and live_generation_blocked(organization=batch.organization)
 
 
+def _batch_item(batch_pk: int, index: int) -> dict:
+    """One stored request, extracted by the database (a JSON path), not the whole list."""
+    return Batch.objects.filter(pk=batch_pk).values_list(f"requests__{index}", flat=True).get()
+
+
 def batch_feed(*, batch_pk: int) -> int:
     """Top the batch up to its share of concurrent jobs; returns how many items were submitted.
     Safe to call from anywhere at any time: one feeder holds the batch at once (a lease)."""
@@ -216,14 +220,17 @@ def batch_feed(*, batch_pk: int) -> int:
         return 0
     submitted = 0
     try:
-        batch = Batch.objects.select_related("organization__plan", "api_key").get(pk=batch_pk)
+        # The request list can be megabytes: it is never loaded here, only the item being fed.
+        batch = (
+            Batch.objects.select_related("organization__plan", "api_key").defer("requests").get(pk=batch_pk)
+        )
         share = batch_share(organization=batch.organization)
         active = Job.objects.filter(batch=batch, status__in=ACTIVE).count()
         if active >= share or _feeding_paused(batch):
             return 0
         while active < share and batch.next_index < batch.total and batch.api_key is not None:
             index = batch.next_index
-            item = batch.requests[index]
+            item = _batch_item(batch_pk, index)
             request = GenerationRequest(**item["body"])
             try:
                 with transaction.atomic():
@@ -247,7 +254,7 @@ def batch_feed(*, batch_pk: int) -> int:
                         pk=batch.pk, next_index=index, status=Batch.Status.IN_PROGRESS
                     ).update(next_index=index + 1, started_at=batch.started_at or timezone.now()):
                         break
-                    _refuse_item(batch, index, item["custom_id"], exc)
+                    _refuse_item(batch, item["body"], item["custom_id"], exc)
                 active -= 1  # it is already finished
             batch.next_index = index + 1
             batch.started_at = batch.started_at or timezone.now()
@@ -357,11 +364,16 @@ def _item_status(batch: Batch, job: Job | None) -> str:
 
 
 def batch_items(
-    *, organization: Organization, public_id: str, cursor: int = 0, limit: int = 50
+    *,
+    organization: Organization,
+    public_id: str,
+    cursor: int = 0,
+    limit: int = 50,
+    requests: list[dict] | None = None,
 ) -> tuple[Batch, list[tuple[int, str, Job | None]], int | None]:
     """A page of items in submission order: (batch, [(index, custom_id, job or None)], next cursor)."""
     batch = batch_get(organization=organization, public_id=public_id)
-    page = batch.requests[cursor : cursor + limit]
+    page = (requests if requests is not None else batch.requests)[cursor : cursor + limit]
     custom_ids = [item["custom_id"] for item in page]
     jobs = {
         job.custom_id: job
@@ -390,10 +402,11 @@ def batch_item_document(batch: Batch, index: int, custom_id: str, job: Job | Non
 def batch_results_lines(*, organization: Organization, public_id: str) -> Iterator[str]:
     """The results file: one JSON line per item, in submission order, with fresh signed image URLs."""
     batch = batch_get(organization=organization, public_id=public_id)
+    requests = batch.requests  # loaded once for every page
     cursor: int | None = 0
     while cursor is not None:
         _, rows, cursor = batch_items(
-            organization=organization, public_id=public_id, cursor=cursor, limit=200
+            organization=organization, public_id=public_id, cursor=cursor, limit=200, requests=requests
         )
         for index, custom_id, job in rows:
             document = batch_item_document(batch, index, custom_id, job)
