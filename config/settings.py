@@ -260,6 +260,8 @@ GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 # Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the
 # tenant's interactive requests keep the rest; the feeder tops batches up every interval.
 BATCH_CONCURRENCY_SHARE = env_float("BATCH_CONCURRENCY_SHARE", 0.5)
+if not 0 < BATCH_CONCURRENCY_SHARE <= 1:
+    raise ImproperlyConfigured(f"BATCH_CONCURRENCY_SHARE must be in (0, 1], got {BATCH_CONCURRENCY_SHARE}")
 BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 1000, minimum=1)
 BATCH_FEED_INTERVAL_SECONDS = env_float("BATCH_FEED_INTERVAL_SECONDS", 1.0)
 # Tests only: allow http:// and loopback/private webhook URLs (SSRF protection off).
