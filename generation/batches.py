@@ -167,6 +167,7 @@ def batch_share(*, organization: Organization) -> int:
 def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError) -> None:
     """The item could not be submitted (quota used up, model gone): record it as a failed job,
     with nothing reserved or billed, so it is accounted for and reported."""
+    from generation.serializers import job_document
     from generation.webhooks import webhook_job_finished
 
     now = timezone.now()
@@ -189,8 +190,6 @@ def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError
         custom_id=custom_id,
         webhook_url=body.get("webhook_url", ""),
     )
-    from generation.serializers import job_document
-
     webhook_job_finished(job=job, document=job_document(job, []))
 
 

@@ -291,9 +291,13 @@ def _post(*, url: str, body: bytes, headers: dict[str, str]) -> int:
     default_port = 443 if parts.scheme == "https" else 80
     headers = {**headers, "Host": host if port == default_port else f"{host}:{port}"}
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
-        response = client.post(target, content=body, headers=headers, extensions=extensions)
-    return response.status_code
+    # No redirects (they could lead anywhere unchecked); the response body is never read, so a
+    # receiver cannot make us buffer an arbitrary amount of data.
+    with (
+        httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client,
+        client.stream("POST", target, content=body, headers=headers, extensions=extensions) as response,
+    ):
+        return response.status_code
 
 
 def webhook_delivery_send(*, public_id: str, now: datetime | None = None) -> bool | None:

@@ -413,3 +413,19 @@ def test_the_delivery_is_recorded_in_the_jobs_terminal_transaction(alice, allow_
         "pending",
     )
     assert delivery.payload["status"] == "canceled"
+
+
+def test_a_redirect_is_not_followed_and_counts_as_a_failure(alice, allow_private, receiver):
+    alice.client().put("/v1/webhook", {"url": receiver.url}, format="json")
+    receiver.statuses = [307]
+    delivery = webhook_event_create(
+        organization_id=alice.organization.pk,
+        event="batch.completed",
+        object_id="b",
+        payload={},
+        url=receiver.url,
+    )
+    webhook_deliveries_redrive()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.last_status_code, delivery.last_error) == ("pending", 307, "HTTP 307")
+    assert len(receiver.requests) == 1
