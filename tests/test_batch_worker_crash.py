@@ -19,6 +19,7 @@ def test_a_batch_survives_a_sigkilled_worker(alice, settings, tmp_path):
     settings.GENERATION_INLINE_DOORBELL = False  # through the real broker
     if runner._runner is not None:
         runner._runner.stop()  # only the clusters below may feed the batch
+        runner._runner = None  # the next test that needs one starts a fresh runner
     ProviderAccount.objects.filter(name="sandbox").update(options={"latency_ms": 1500, "failure_rate": 0})
     Organization.objects.filter(pk=alice.organization.pk).update(max_concurrent_jobs_override=4)  # share 2
     log = tmp_path / "qcluster.log"
