@@ -5,6 +5,8 @@ import logging
 import re
 import uuid
 
+from django.middleware.gzip import GZipMiddleware
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
@@ -32,3 +34,26 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+class JsonGZipMiddleware(GZipMiddleware):
+    """Gzips JSON responses for clients that accept it, except image payloads.
+
+    Measured by tests/bench/compression.py on this machine: a list of 100 generations (77 KB)
+    shrinks 98% for 0.1-0.2 ms of CPU, while a response carrying one base64 PNG (2-4 MB) shrinks
+    only ~23% for ~90 ms of CPU (+105 ms latency on loopback; a 4-image response: ~360 ms), more
+    than our whole per-image budget. So responses marked `no-transform` (the OpenAI/Google-compat
+    image answers), streamed files and anything over `max_bytes` go out as they are.
+    """
+
+    max_bytes = 1_000_000
+
+    def process_response(self, request, response):
+        if (
+            response.streaming
+            or not response.get("Content-Type", "").startswith("application/json")
+            or "no-transform" in response.get("Cache-Control", "")
+            or len(response.content) > self.max_bytes
+        ):
+            return response
+        return super().process_response(request, response)

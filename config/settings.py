@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    "config.middleware.JsonGZipMiddleware",  # JSON only, never base64 image payloads (see its docstring)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -255,6 +256,9 @@ GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=
 GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 4, minimum=1)
 # Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
 GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
+# How long an OpenAI/Google-compatible request waits for its job before answering 504 (the job
+# keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
+COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
 
 # --- Batches and tenant webhooks --------------------------------------------------------------
 # Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the

@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("v1/openapi.json", generation_views.OpenApiSchemaView.as_view(), name="openapi-schema"),
     path("docs/api", generation_views.ApiDocsView.as_view(url_name="openapi-schema"), name="api-docs"),
+    path("", include("generation.compat.urls")),
     path("v1/", include("tenants.urls")),
     path("v1/", include("generation.urls")),
     path("files/<str:public_id>.<str:ext>", generation_views.ImageFileView.as_view(), name="image-file"),

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from generation.models import ProviderAccount, Route, UpstreamModel
 from generation.providers.base import Credentials, Target
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied
+from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
 from tenants.models import Tier
 
 CATALOG_TTL_SECONDS = 5.0
@@ -257,7 +257,7 @@ def route_plan(
         routes = [r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)]
         if not routes:
             known = sorted(snapshot.model_ids() | set(TIER_ALIASES))
-            raise InvalidRequest(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
+            raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
         if all(r.is_retired(today) for r in routes):
             retired = routes[0]
             successor = retired.successor_model_id

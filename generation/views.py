@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
-from functools import partial
 
 from django.http import FileResponse, Http404, JsonResponse
 from django.views import View
@@ -14,10 +12,9 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from generation.jobs import job_cancel, job_submit
-from generation.models import Image, Job, new_job_id
-from generation.notifications import JobWaiter, job_wait, job_waiter
-from generation.selectors import job_get, job_is_finished, job_list, models_for_organization
+from generation.jobs import job_cancel
+from generation.models import Image, Job
+from generation.selectors import job_get, job_list, models_for_organization
 from generation.serializers import (
     GenerationCreateInputSerializer,
     JobOutputSerializer,
@@ -25,12 +22,12 @@ from generation.serializers import (
     job_render,
 )
 from generation.storage import image_open, image_url_valid
+from generation.sync import idempotency_key_of, job_document_of, job_submit_document, job_wait_document
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
 from tenants.schema import ERRORS
 
 MAX_WAIT_SECONDS = 60
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # HTTP status for a job that failed while the client waited for it (`?wait=`).
 _FAILED_STATUS = {
     "upstream_rejected": 400,
@@ -51,23 +48,6 @@ def wait_seconds(request) -> float | None:
     if not 0 <= value <= MAX_WAIT_SECONDS:
         raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.", param="wait")
     return value
-
-
-def job_wait_document(*, job: Job, timeout: float, waiter: JobWaiter | None = None) -> dict:
-    """The job's document as soon as it finishes, or as it is after `timeout` seconds. A document
-    pushed by the worker is used as is; otherwise the job is read back."""
-    is_done = partial(job_is_finished, job_pk=job.pk)
-    if waiter is not None:
-        result = waiter.wait(timeout=timeout, is_done=is_done)
-    else:
-        result = job_wait(public_id=job.public_id, timeout=timeout, is_done=is_done)
-    if isinstance(result, dict):
-        return result
-    return job_document_of(job_get(organization=job.organization, public_id=job.public_id))
-
-
-def job_document_of(job: Job) -> dict:
-    return job_document(job, list(job.images.all()))
 
 
 def job_response(document: dict, *, waited: bool) -> Response:
@@ -123,29 +103,16 @@ class GenerationListCreateView(OrganizationScopedAPIView):
     )
     def post(self, request):
         wait = wait_seconds(request)
-        idempotency_key = request.headers.get("Idempotency-Key")
-        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
-            raise InvalidRequest(
-                "Idempotency-Key must be 1-255 printable characters.", param="Idempotency-Key"
-            )
+        idempotency_key = idempotency_key_of(request)
         serializer = GenerationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        public_id = new_job_id()
-        # Registered before the job exists, so its completion cannot be missed.
-        with job_waiter(public_id) if wait else nullcontext() as waiter:
-            job, created = job_submit(
-                organization=self.organization,
-                api_key=self.api_key,
-                request=serializer.to_request(),
-                idempotency_key=idempotency_key,
-                public_id=public_id,
-            )
-            if wait:
-                document = job_wait_document(job=job, timeout=wait, waiter=waiter if created else None)
-            elif created:
-                document = job_document(job, [])  # just inserted: nothing to read back
-            else:
-                document = job_document_of(job_get(organization=self.organization, public_id=job.public_id))
+        document = job_submit_document(
+            organization=self.organization,
+            api_key=self.api_key,
+            request=serializer.to_request(),
+            wait=wait,
+            idempotency_key=idempotency_key,
+        )
         return job_response(document, waited=bool(wait))
 
     @extend_schema(

@@ -116,6 +116,13 @@ class MethodNotAllowed(ImagegateError):
     default_message = "This HTTP method is not allowed here."
 
 
+class UnknownModel(InvalidRequest):
+    """Still `invalid_request` on the native API; the compatibility APIs answer it as a 404 the way
+    OpenAI and Google do for a model they do not serve."""
+
+    default_message = "Unknown model."
+
+
 class ModelRetired(InvalidRequest):
     code = "model_retired"
     default_message = "This model was retired."
