@@ -43,3 +43,4 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 	$(BIN)/python tests/bench/compression.py
+	$(BIN)/python tests/bench/batch_fairness.py

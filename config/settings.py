@@ -260,6 +260,22 @@ GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
 
+# --- Batches and tenant webhooks --------------------------------------------------------------
+# Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the
+# tenant's interactive requests keep the rest; the feeder tops batches up every interval.
+BATCH_CONCURRENCY_SHARE = env_float("BATCH_CONCURRENCY_SHARE", 0.5)
+if not 0 < BATCH_CONCURRENCY_SHARE <= 1:
+    raise ImproperlyConfigured(f"BATCH_CONCURRENCY_SHARE must be in (0, 1], got {BATCH_CONCURRENCY_SHARE}")
+BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 1000, minimum=1)
+BATCH_FEED_INTERVAL_SECONDS = env_float("BATCH_FEED_INTERVAL_SECONDS", 1.0)
+# Tests only: allow http:// and loopback/private webhook URLs (SSRF protection off).
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Threads per process sending webhooks (a slow receiver holds one for up to the timeout).
+WEBHOOK_SENDER_THREADS = env_int("WEBHOOK_SENDER_THREADS", 4, minimum=1)
+# Retries stop (delivery failed) once the first attempt is older than this.
+WEBHOOK_RETRY_WINDOW_SECONDS = env_int("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, minimum=60)
+
 # --- Billing (Stripe) -------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY billing runs ledger-only: usage, statements and invoice previews work,
 # payment pages say billing is not configured, and the meter-event outbox sends nothing.

@@ -11,7 +11,17 @@ from django.contrib import admin
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from generation.models import Image, Job, ProviderAccount, Route, RouteStatsMinute, UpstreamModel
+from generation.models import (
+    Batch,
+    Image,
+    Job,
+    ProviderAccount,
+    Route,
+    RouteStatsMinute,
+    UpstreamModel,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 @admin.register(ProviderAccount)
@@ -149,3 +159,48 @@ class RouteStatsMinuteAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """State changes only through generation.batches / generation.webhooks services."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Batch)
+class BatchAdmin(_ReadOnlyAdmin):
+    list_display = ("public_id", "organization", "status", "total", "next_index", "created_at", "finished_at")
+    list_filter = ("status",)
+    search_fields = ("public_id", "organization__name", "organization__public_id")
+    list_select_related = ("organization",)
+    exclude = ("requests",)  # up to 1,000 request bodies: too big for a form
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(_ReadOnlyAdmin):
+    list_display = (
+        "public_id",
+        "organization",
+        "event",
+        "object_id",
+        "status",
+        "attempts",
+        "last_status_code",
+    )
+    list_filter = ("status", "event")
+    search_fields = ("public_id", "object_id", "organization__name")
+    list_select_related = ("organization",)
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(_ReadOnlyAdmin):
+    list_display = ("organization", "url", "enabled", "updated_at")
+    exclude = ("secret",)  # a secret is never shown back in admin
+    list_select_related = ("organization",)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class GenerationConfig(AppConfig):
@@ -8,6 +9,28 @@ class GenerationConfig(AppConfig):
         from django_q.signals import post_spawn
 
         post_spawn.connect(_start_runner, dispatch_uid="generation.start_runner")
+        post_migrate.connect(_ensure_schedules, sender=self, dispatch_uid="generation-schedules")
+
+
+def _ensure_schedules(sender, using="default", **kwargs) -> None:
+    """Create (or repair) the webhook re-drive schedule by name after every migrate: exactly one."""
+    from django_q.models import Schedule
+
+    from generation.tasks import WEBHOOK_SCHEDULE_NAME
+
+    wanted = {
+        "func": "generation.tasks.redrive_webhooks",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 1,
+        "repeats": -1,
+    }
+    schedules = Schedule.objects.using(using).filter(name=WEBHOOK_SCHEDULE_NAME).order_by("pk")
+    first = schedules.first()
+    if first is None:
+        Schedule.objects.using(using).create(name=WEBHOOK_SCHEDULE_NAME, **wanted)
+        return
+    schedules.exclude(pk=first.pk).delete()
+    schedules.filter(pk=first.pk).update(**wanted)
 
 
 def _start_runner(sender, proc_name, **kwargs) -> None:

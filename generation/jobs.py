@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from billing.models import UsageRecord
 from generation.catalog import RoutePlan, route_plan
-from generation.models import Image, Job
+from generation.models import Batch, Image, Job
 from generation.notifications import job_finished_publish
 from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound
 from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
@@ -101,6 +101,20 @@ def job_plan(*, job: Job) -> RoutePlan:
     )
 
 
+def request_plan(*, organization: Organization, api_key: ApiKey, request: GenerationRequest) -> RoutePlan:
+    """Check a request against the catalog and the organization's tiers (raises InvalidRequest and
+    friends); reserves nothing. Batches run it on every item before accepting any."""
+    return route_plan(
+        params=request.params(),
+        livemode=api_key.mode == ApiKey.Mode.LIVE,
+        allowed_tiers=organization_limits(organization=organization).allowed_tiers,
+        fallback_policy=request.fallback or organization.fallback_policy,
+        auto_migrate_models=organization.auto_migrate_models,
+        model=request.model,
+        tier=request.tier,
+    )
+
+
 def job_submit(
     *,
     organization: Organization,
@@ -108,10 +122,13 @@ def job_submit(
     request: GenerationRequest,
     idempotency_key: str | None = None,
     public_id: str | None = None,
+    batch: Batch | None = None,
+    custom_id: str = "",
 ) -> tuple[Job, bool]:
     """Validate against the routes, reserve quota and concurrency, insert the job, ring the
     doorbell on commit. Returns (job, created); an idempotent replay returns the original job.
-    `public_id` lets a caller register interest in the job before it exists (see JobWaiter)."""
+    `public_id` lets a caller register interest in the job before it exists (see JobWaiter).
+    `batch`/`custom_id` mark a batch item (unique per batch: an item is never submitted twice)."""
     request_hash = request.fingerprint()
     if idempotency_key:
         existing = _idempotent_match(organization, idempotency_key, request_hash)
@@ -119,15 +136,7 @@ def job_submit(
             return existing, False
     livemode = api_key.mode == ApiKey.Mode.LIVE
     fallback_policy = request.fallback or organization.fallback_policy
-    plan = route_plan(
-        params=request.params(),
-        livemode=livemode,
-        allowed_tiers=organization_limits(organization=organization).allowed_tiers,
-        fallback_policy=fallback_policy,
-        auto_migrate_models=organization.auto_migrate_models,
-        model=request.model,
-        tier=request.tier,
-    )
+    plan = request_plan(organization=organization, api_key=api_key, request=request)
     params = request.params()
     if plan.notice:
         params["model_notice"] = plan.notice
@@ -152,6 +161,8 @@ def job_submit(
                 request_hash=request_hash,
                 quota_period=period,
                 enqueued_at=timezone.now(),
+                batch=batch,
+                custom_id=custom_id,
             )
             transaction.on_commit(partial(job_enqueue, job.public_id))
     except IntegrityError:
@@ -240,18 +251,29 @@ def _release(job: Job, *, delivered: int) -> None:
 
 
 def _finished(job: Job, images: list[Image], **fields) -> None:
-    """Reflect a terminal UPDATE on the in-memory job, then, after commit, tell the waiting request
-    (with the finished job's document, so it need not read it back) and run completion hooks."""
+    """Reflect a terminal UPDATE on the in-memory job, record its webhook delivery, then, after
+    commit, tell the waiting request (with the finished job's document, so it need not read it
+    back) and top up its batch."""
     for name, value in fields.items():
         setattr(job, name, value)
+    from generation.batches import batch_job_finished
     from generation.serializers import job_document
+    from generation.webhooks import webhook_job_finished
 
-    transaction.on_commit(partial(job_finished_publish, job.public_id, job_document(job, images)))
-    transaction.on_commit(partial(_job_finished_hooks, job.public_id))
+    document = job_document(job, images)
+    transaction.on_commit(partial(job_finished_publish, job.public_id, document))
+    # In the terminal transaction: the webhook delivery exists if and only if the job finished
+    # (it is sent after commit, and re-driven if this process dies first).
+    webhook_job_finished(job=job, document=document)
+    if job.batch_id is not None:  # the freed slot goes to the batch's next item (re-driven too)
+        transaction.on_commit(partial(_batch_hook, job.public_id, job.batch_id, batch_job_finished))
 
 
-def _job_finished_hooks(job_public_id: str) -> None:
-    """Extension point for completion side effects (tenant webhooks)."""
+def _batch_hook(job_public_id: str, batch_pk: int, hook) -> None:
+    try:
+        hook(job_public_id=job_public_id, batch_pk=batch_pk)
+    except Exception:  # noqa: BLE001 - the job is finished; the runner's feeder pass re-drives
+        logger.exception("job %s: batch hook failed", job_public_id)
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,18 @@ def new_job_id() -> str:
 
 def new_image_id() -> str:
     return new_public_id("img")
+
+
+def new_batch_id() -> str:
+    return new_public_id("batch")
+
+
+def new_delivery_id() -> str:
+    return new_public_id("whdel")
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
 
 
 # --- Catalog --------------------------------------------------------------------------------
@@ -238,16 +251,25 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    # Batch items: the batch and the item's caller-chosen id, unique within the batch.
+    batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    custom_id = models.CharField(max_length=64, blank=True)
+
     objects = JobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
         constraints = [
             models.UniqueConstraint(
+                fields=["batch", "custom_id"],
+                condition=models.Q(batch__isnull=False),
+                name="uniq_job_batch_custom_id",
+            ),
+            models.UniqueConstraint(
                 fields=["organization", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
                 name="uniq_job_idempotency_key",
-            )
+            ),
         ]
         indexes = [
             models.Index(fields=["organization", "public_id"], name="job_org_id"),
@@ -313,3 +335,117 @@ class RouteStatsMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.route_id}@{self.minute:%H:%M}"
+
+
+# --- Batches --------------------------------------------------------------------------------
+class BatchQuerySet(models.QuerySet):
+    def for_org(self, organization) -> BatchQuerySet:
+        return self.filter(organization=organization)
+
+
+class Batch(models.Model):
+    """Up to 1,000 validated generation requests, turned into jobs by the feeder a few at a time.
+
+    `requests` holds the validated items in submission order; `next_index` is the feeder's cursor:
+    items before it have a job (or were refused by quota), items after it are still pending.
+    """
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        CANCELLING = "cancelling", "Cancelling"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+
+    TERMINAL = (Status.CANCELLED, Status.COMPLETED)
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="batches")
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IN_PROGRESS)
+    requests = models.JSONField(default=list)  # [{"custom_id": str, "body": {...}}, ...]
+    total = models.PositiveIntegerField()
+    next_index = models.PositiveIntegerField(default=0)
+    # One feeder at a time tops the batch up (so it never overshoots its share); a feeder that
+    # died leaves this in the past and the next one proceeds.
+    feeder_lease_until = models.DateTimeField(null=True, blank=True)
+    webhook_url = models.CharField(max_length=2000, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-public_id"]
+        indexes = [
+            models.Index(fields=["organization", "public_id"], name="batch_org_id"),
+            models.Index(fields=["status"], name="batch_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+# --- Tenant webhooks ------------------------------------------------------------------------
+class WebhookEndpoint(models.Model):
+    """The organization's completion webhook and its signing secret (shown to the tenant)."""
+
+    organization = models.OneToOneField(
+        "tenants.Organization", on_delete=models.CASCADE, related_name="webhook_endpoint"
+    )
+    url = models.CharField(max_length=2000, blank=True)
+    secret = models.CharField(max_length=80, default=new_webhook_secret)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.url or '(no url)'}"
+
+
+class WebhookDeliveryQuerySet(models.QuerySet):
+    def for_org(self, organization) -> WebhookDeliveryQuerySet:
+        return self.filter(organization=organization)
+
+
+class WebhookDelivery(models.Model):
+    """One event to one URL. Claimed by a lease on `next_attempt_at` so only one sender holds it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_delivery_id, editable=False)
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="+")
+    event = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=40)
+    url = models.CharField(max_length=2000)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = WebhookDeliveryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-public_id"]
+        indexes = [
+            models.Index(fields=["organization", "public_id"], name="whdel_org_id"),
+            models.Index(fields=["status", "next_attempt_at"], name="whdel_status_due"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
+from generation.batches import batch_feed_all
 from generation.health import HealthBook
 from generation.jobs import (
     DeliveredImage,
@@ -222,6 +223,7 @@ class JobRunner:
         lease_every = max(1.0, settings.GENERATION_LEASE_SECONDS / 3)
         next_lease = next_stats = time.monotonic()
         next_reap = time.monotonic() + random.uniform(0, settings.GENERATION_REAPER_INTERVAL_SECONDS)
+        next_feed = time.monotonic()
         main = threading.main_thread()
         while main.is_alive() and self.accepting:
             await asyncio.sleep(0.25)
@@ -238,6 +240,9 @@ class JobRunner:
                 if now >= next_reap:
                     next_reap = now + settings.GENERATION_REAPER_INTERVAL_SECONDS
                     await self.db(job_reap)
+                if now >= next_feed:  # batches: top up, and re-drive any whose feeder died
+                    next_feed = now + settings.BATCH_FEED_INTERVAL_SECONDS
+                    await self.db(batch_feed_all)
             except Exception:  # noqa: BLE001 - housekeeping must never stop the runner
                 logger.exception("runner housekeeping failed")
         self.accepting = False

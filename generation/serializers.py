@@ -12,6 +12,7 @@ from rest_framework import serializers
 from generation.jobs import GenerationRequest
 from generation.models import Job
 from generation.storage import image_url
+from tenants.errors import InvalidRequest
 from tenants.models import Organization, Tier
 
 SAFETY_LEVELS = ["block_low_and_above", "block_medium_and_above", "block_only_high", "block_none"]
@@ -65,6 +66,16 @@ class GenerationCreateInputSerializer(serializers.Serializer):
         if not value.strip():
             raise serializers.ValidationError("The prompt must not be empty.")
         return value.strip()
+
+    def validate_webhook_url(self, value: str | None) -> str | None:
+        if value:
+            from generation.webhooks import webhook_url_check
+
+            try:
+                webhook_url_check(url=value, param="webhook_url")
+            except InvalidRequest as exc:
+                raise serializers.ValidationError(exc.message) from None
+        return value
 
     def validate_metadata(self, value: dict) -> dict:
         if len(value) > 16 or any(len(key) > 40 for key in value):

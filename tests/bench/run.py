@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# Engineers sharing one PostgreSQL/Redis run benches side by side: each picks its own database and db number.
+BENCH_DB = os.environ.get("BENCH_DB_NAME", "imagegate_bench")
+BENCH_REDIS_DB = os.environ.get("BENCH_REDIS_DB", "10")
 
 
 def free_port() -> int:
@@ -139,8 +142,8 @@ class Stack:
             }
         )
         if self.args.profile == "production":
-            env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/imagegate_bench"
-            env["REDIS_URL"] = "redis://127.0.0.1:6379/10"
+            env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}"
+            env["REDIS_URL"] = f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}"
         return env
 
     def manage(self, *argv: str) -> str:
@@ -163,8 +166,8 @@ class Stack:
             import redis
 
             with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-                conn.execute("DROP DATABASE IF EXISTS imagegate_bench WITH (FORCE)")
-                conn.execute("CREATE DATABASE imagegate_bench")
+                conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+                conn.execute(f"CREATE DATABASE {BENCH_DB}")
             redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
         self.manage("migrate", "--noinput")
         self.manage("createcachetable")
