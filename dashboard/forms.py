@@ -171,3 +171,7 @@ class UsageRangeForm(forms.Form):
             elif (end - start).days + 1 > self.MAX_DAYS:
                 self.add_error("end", f"The range may cover at most {self.MAX_DAYS} days.")
         return cleaned
+
+
+class WebhookForm(forms.Form):
+    url = forms.URLField(label="Webhook URL", max_length=2000, assume_scheme="https")

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.selectors import ZERO, organization_usage
+from generation.batches import batch_list
 from generation.health import circuits_open
-from generation.models import Image, Job, Route, RouteStatsMinute
+from generation.models import Batch, Image, Job, Route, RouteStatsMinute
 from tenants.models import ALL_TIERS, ApiKey, Organization
 from tenants.selectors import billing_period_start, organization_overview
 
@@ -243,3 +244,42 @@ def platform_overview(
         jobs_in_flight=in_flight,
         window_minutes=window_minutes,
     )
+
+
+# --- Batches --------------------------------------------------------------------------------
+def batches_with_counts(*, organization: Organization, limit: int = 5) -> list[tuple[Batch, dict[str, int]]]:
+    """The newest batches with their item counts, in two queries whatever `limit` is. The arithmetic
+    is generation.batches.batch_counts' (a test holds them equal), grouped over several batches."""
+    batches, _ = batch_list(organization=organization, limit=limit)
+    rows = (
+        Job.objects.filter(batch__in=batches)
+        .values("batch_id", "status")
+        .annotate(
+            n=Count("pk"), filtered=Count("pk", filter=Q(status=Job.Status.SUCCEEDED, images_delivered=0))
+        )
+    )
+    by_batch: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        by_batch[row["batch_id"]][row["status"]] += row["n"]
+        by_batch[row["batch_id"]]["filtered"] += row["filtered"]
+    result = []
+    for batch in batches:
+        counts = by_batch[batch.pk]
+        fed = sum(n for status, n in counts.items() if status != "filtered")
+        unfed = batch.total - fed
+        never_fed = batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED)
+        result.append(
+            (
+                batch,
+                {
+                    "total": batch.total,
+                    "queued": counts[Job.Status.QUEUED] + (0 if never_fed else unfed),
+                    "running": counts[Job.Status.RUNNING],
+                    "succeeded": counts[Job.Status.SUCCEEDED] - counts["filtered"],
+                    "failed": counts[Job.Status.FAILED],
+                    "filtered": counts["filtered"],
+                    "cancelled": counts[Job.Status.CANCELED] + (unfed if never_fed else 0),
+                },
+            )
+        )
+    return result

@@ -17,6 +17,11 @@ urlpatterns = [
     path("jobs/<str:public_id>/", views.job_detail, name="job-detail"),
     path("jobs/<str:public_id>/status", views.job_status, name="job-status"),
     path("usage/", views.usage, name="usage"),
+    path("batches/<str:public_id>/", views.batch_detail, name="batch-detail"),
     path("settings/", views.organization_settings, name="settings"),
+    path("settings/webhook", views.webhook_set, name="webhook-set"),
+    path("settings/webhook/delete", views.webhook_delete, name="webhook-delete"),
+    path("settings/webhook/rotate", views.webhook_rotate, name="webhook-rotate"),
+    path("settings/webhook/deliveries/<str:public_id>/retry", views.webhook_retry, name="webhook-retry"),
     path("operator/", views.operator, name="operator"),
 ]

@@ -22,10 +22,19 @@ from billing.selectors import month_to_date_statement, organization_usage
 from dashboard import forms, selectors
 from dashboard.access import SESSION_ORGANIZATION, dashboard_view
 from dashboard.services import invitation_send, playground_submit
+from generation.batches import batch_counts, batch_items
 from generation.jobs import GenerationRequest
-from generation.models import Job
+from generation.models import Batch, Job
 from generation.selectors import job_get, models_for_organization
 from generation.serializers import job_document, job_render
+from generation.webhooks import (
+    webhook_deliveries,
+    webhook_delivery_retry,
+    webhook_endpoint_delete,
+    webhook_endpoint_get,
+    webhook_endpoint_set,
+    webhook_secret_rotate,
+)
 from tenants import services as tenant_services
 from tenants.errors import ImagegateError, NotFound
 from tenants.limits import rate_limit_hit
@@ -391,8 +400,33 @@ def jobs(request):
         "statuses": Job.Status.choices,
         "tiers": ALL_TIERS,
         "keys": ApiKey.objects.for_org(organization).only("public_id", "name", "mode", "last4"),
+        "batches": selectors.batches_with_counts(organization=organization),
     }
     return render(request, "dashboard/jobs.html", context)
+
+
+@require_GET
+@dashboard_view()
+def batch_detail(request, public_id: str):
+    try:
+        cursor = max(0, int(request.GET.get("cursor", 0)))
+    except ValueError:
+        cursor = 0
+    try:
+        batch, rows, next_cursor = batch_items(
+            organization=request.access.organization, public_id=public_id, cursor=cursor, limit=50
+        )
+    except NotFound:
+        raise Http404("No such batch.") from None
+    never_fed = "canceled" if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED) else "pending"
+    items = [(index, custom_id, job, job.status if job else never_fed) for index, custom_id, job in rows]
+    context = {
+        "batch": batch,
+        "counts": batch_counts(batch=batch),
+        "items": items,
+        "next_cursor": next_cursor,
+    }
+    return render(request, "dashboard/batch_detail.html", context)
 
 
 @require_GET
@@ -476,16 +510,19 @@ def _usage_csv(organization, dates, rows) -> HttpResponse:
     return response
 
 
-@require_http_methods(["GET", "POST"])
-@dashboard_view(manage=True)
-def organization_settings(request):
-    organization = request.access.organization
-    initial = {
+def _settings_initial(organization) -> dict:
+    return {
         "fallback_policy": organization.fallback_policy,
         "image_url_ttl_seconds": organization.image_url_ttl_seconds,
         "auto_migrate_models": organization.auto_migrate_models,
     }
-    form = forms.SettingsForm(request.POST or None, initial=initial)
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view(manage=True)
+def organization_settings(request):
+    organization = request.access.organization
+    form = forms.SettingsForm(request.POST or None, initial=_settings_initial(organization))
     if request.method == "POST" and form.is_valid():
         try:
             tenant_services.organization_update_settings(organization=organization, **form.cleaned_data)
@@ -494,13 +531,86 @@ def organization_settings(request):
         else:
             messages.success(request, "Settings saved.")
             return redirect("dashboard:settings")
+    return _settings_page(request, form=form)
+
+
+def _settings_page(request, *, form=None, webhook_form=None, new_secret: str | None = None, status=None):
+    organization = request.access.organization
+    if form is None:
+        form = forms.SettingsForm(initial=_settings_initial(organization))
+    endpoint = webhook_endpoint_get(organization=organization)
+    if webhook_form is None:
+        webhook_form = forms.WebhookForm(initial={"url": endpoint.url if endpoint else ""})
+    deliveries, _ = webhook_deliveries(organization=organization, limit=20)
     catalog = models_for_organization(organization=organization)
-    return render(
-        request,
-        "dashboard/settings.html",
-        {"form": form, "models": catalog["data"], "tiers": catalog["tiers"]},
-        status=400 if form.errors else 200,
-    )
+    context = {
+        "form": form,
+        "models": catalog["data"],
+        "tiers": catalog["tiers"],
+        "webhook_form": webhook_form,
+        "endpoint": endpoint,
+        "deliveries": deliveries,
+        # Rendered in this one response only, right after it was created or rotated.
+        "new_secret": new_secret,
+    }
+    if status is None:
+        status = 400 if form.errors or webhook_form.errors else 200
+    return render(request, "dashboard/settings.html", context, status=status)
+
+
+@never_cache
+@require_POST
+@dashboard_view(manage=True)
+def webhook_set(request):
+    organization = request.access.organization
+    webhook_form = forms.WebhookForm(request.POST)
+    if webhook_form.is_valid():
+        had_endpoint = webhook_endpoint_get(organization=organization) is not None
+        try:
+            endpoint = webhook_endpoint_set(organization=organization, url=webhook_form.cleaned_data["url"])
+        except ImagegateError as exc:
+            webhook_form.add_error("url", _error_message(exc))
+        else:
+            messages.success(request, "Webhook URL saved.")
+            if had_endpoint:
+                return redirect("dashboard:settings")
+            return _settings_page(request, new_secret=endpoint.secret)
+    return _settings_page(request, webhook_form=webhook_form)
+
+
+@require_POST
+@dashboard_view(manage=True)
+def webhook_delete(request):
+    try:
+        webhook_endpoint_delete(organization=request.access.organization)
+    except NotFound:
+        messages.error(request, "No webhook URL is set.")
+    else:
+        messages.success(request, "Webhook URL removed: job and batch events are no longer sent to it.")
+    return redirect("dashboard:settings")
+
+
+@never_cache
+@require_POST
+@dashboard_view(manage=True)
+def webhook_rotate(request):
+    endpoint = webhook_secret_rotate(organization=request.access.organization)
+    messages.success(request, "New signing secret created; deliveries from now on are signed with it.")
+    return _settings_page(request, new_secret=endpoint.secret)
+
+
+@require_POST
+@dashboard_view(manage=True)
+def webhook_retry(request, public_id: str):
+    try:
+        webhook_delivery_retry(organization=request.access.organization, public_id=public_id)
+    except NotFound:
+        raise Http404("No such delivery.") from None
+    except ImagegateError as exc:
+        messages.error(request, _error_message(exc))
+    else:
+        messages.success(request, f"Delivery {public_id} will be sent again now.")
+    return redirect("dashboard:settings")
 
 
 @require_GET
