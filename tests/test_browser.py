@@ -126,7 +126,7 @@ def test_sign_up_key_playground_chart_revoke(browser, live_server, screenshots_o
     facts = page.locator("#playground-facts").inner_text()
     assert "Served tier" in facts and "fast" in facts and "ms" in facts
     assert page.url == f"{base}/playground/"  # no page reload
-    job = Job.objects.get()
+    job = Job.objects.get(batch__isnull=True)
     assert job.status == "succeeded" and job.images_delivered == 2
 
     page.goto(f"{base}/")
@@ -142,6 +142,15 @@ def test_sign_up_key_playground_chart_revoke(browser, live_server, screenshots_o
 
     headers = {"Authorization": f"Bearer {raw_key}"}
     assert httpx.get(f"{base}/v1/organization", headers=headers).status_code == 200
+    batch = httpx.post(
+        f"{base}/v1/batches",
+        headers=headers,
+        json={"requests": [{"custom_id": f"b{i}", "body": {"prompt": f"boat {i}"}} for i in range(2)]},
+    )
+    assert batch.status_code == 201, batch.text
+    batch_id = batch.json()["id"]
+    page.goto(f"{base}/jobs/")
+    assert batch_id in page.locator("#batches").inner_text()
     page.goto(f"{base}/keys/")
     page.get_by_role("button", name="Revoke").click()
     page.wait_for_url(f"{base}/keys/")
@@ -153,7 +162,7 @@ def test_sign_up_key_playground_chart_revoke(browser, live_server, screenshots_o
     # Every main page fits a 375 px wide phone without horizontal scrolling.
     phone = _new_page(browser, screenshots_on_failure, width=375, height=812)
     phone.context.add_cookies(page.context.cookies())
-    for path in [*MAIN_PAGES, f"/jobs/{job.public_id}/"]:
+    for path in [*MAIN_PAGES, f"/jobs/{job.public_id}/", f"/batches/{batch_id}/"]:
         response = phone.goto(f"{base}{path}")
         assert response.status == 200, path
         overflow = phone.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
