@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from django.conf import settings
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -19,9 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants import errors
-from tenants.limits import rate_limit_hit
+from tenants.admission import request_admit
 from tenants.models import ApiKey, Organization
-from tenants.selectors import organization_limits
 
 logger = logging.getLogger(__name__)
 
@@ -71,31 +69,11 @@ class OrganizationScopedAPIView(APIView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authenticates; IsAuthenticated denies anonymous
         api_key: ApiKey = request.auth
-        organization = api_key.organization
-        if not organization.is_active:
-            raise errors.TenantSuspended()
         scope = self.required_scope
         if isinstance(scope, dict):
             scope = scope.get(request.method, ApiKey.Scope.READ)
-        if scope not in api_key.scopes:
-            raise errors.PermissionDenied(f"This API key does not have the '{scope}' scope.")
-        if scope == ApiKey.Scope.GENERATE and api_key.mode == ApiKey.Mode.LIVE:
-            from billing.selectors import live_generation_blocked  # billing depends on tenants
-
-            if live_generation_blocked(organization=organization):
-                raise errors.PaymentRequired()
-        limits = organization_limits(organization=organization)
-        result = rate_limit_hit(
-            key=f"org:{organization.public_id}",
-            limit=limits.requests_per_minute,
-            window_seconds=settings.RATE_LIMIT_WINDOW_SECONDS,
-        )
-        request.rate_limit = result
-        if not result.allowed:
-            raise errors.RateLimited(
-                f"Rate limit of {result.limit} requests per minute exceeded.", retry_after=result.retry_after
-            )
-        self.organization = organization
+        request.rate_limit = request_admit(api_key=api_key, scope=scope)
+        self.organization = api_key.organization
         self.api_key = api_key
 
     def finalize_response(self, request, response, *args, **kwargs):

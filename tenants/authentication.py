@@ -12,6 +12,7 @@ import re
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
+from tenants.admission import api_key_check_usable
 from tenants.errors import InvalidApiKey
 from tenants.models import ApiKey
 from tenants.selectors import api_key_get_by_hash
@@ -53,10 +54,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
     if api_key is None or not hmac.compare_digest(api_key.key_hash, key_hash):
         raise InvalidApiKey("Invalid API key.")
     now = timezone.now()
-    if api_key.revoked_at is not None:
-        raise InvalidApiKey("This API key was revoked.")
-    if api_key.expires_at is not None and api_key.expires_at <= now:
-        raise InvalidApiKey("This API key has expired.")
+    api_key_check_usable(api_key=api_key, now=now)
     api_key_touch(api_key=api_key, now=now)
     return api_key
 
