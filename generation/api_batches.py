@@ -4,7 +4,6 @@ generation.batches and generation.webhooks."""
 from __future__ import annotations
 
 import json
-import re
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -24,6 +23,7 @@ from generation.batches import (
     batch_results_lines,
 )
 from generation.models import WebhookDelivery, WebhookEndpoint
+from generation.pagination import page_cursor, page_limit, page_response
 from generation.webhooks import (
     webhook_deliveries,
     webhook_delivery_retry,
@@ -39,23 +39,6 @@ from tenants.schema import ERRORS
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
 MAX_BODY_BYTES = 20 * 1024 * 1024
-
-
-def _limit(request, *, default: int, maximum: int) -> int:
-    try:
-        limit = int(request.query_params.get("limit", default))
-    except ValueError:
-        raise InvalidRequest("limit must be an integer.", param="limit") from None
-    if not 1 <= limit <= maximum:
-        raise InvalidRequest(f"limit must be between 1 and {maximum}.", param="limit")
-    return limit
-
-
-def _id_cursor(request, prefix: str) -> str | None:
-    cursor = request.query_params.get("cursor") or None
-    if cursor is not None and not re.fullmatch(rf"{prefix}_[0-9a-z]{{26}}", cursor):
-        raise InvalidRequest("cursor must be an id from a previous page.", param="cursor")
-    return cursor
 
 
 # --- Batches ----------------------------------------------------------------------------------
@@ -147,17 +130,10 @@ class BatchListCreateView(OrganizationScopedAPIView):
     def get(self, request):
         batches, has_more = batch_list(
             organization=self.organization,
-            cursor=_id_cursor(request, "batch"),
-            limit=_limit(request, default=20, maximum=100),
+            cursor=page_cursor(request, prefix="batch"),
+            limit=page_limit(request),
         )
-        return Response(
-            {
-                "object": "list",
-                "data": [batch_document(batch) for batch in batches],
-                "has_more": has_more,
-                "next_cursor": batches[-1].public_id if has_more else None,
-            }
-        )
+        return page_response(batches, has_more=has_more, render=batch_document)
 
 
 class BatchDetailView(OrganizationScopedAPIView):
@@ -187,7 +163,7 @@ class BatchItemsView(OrganizationScopedAPIView):
             organization=self.organization,
             public_id=public_id,
             cursor=int(raw),
-            limit=_limit(request, default=50, maximum=200),
+            limit=page_limit(request, default=50, maximum=200),
         )
         return Response(
             {
@@ -330,17 +306,10 @@ class WebhookDeliveryListView(OrganizationScopedAPIView):
         deliveries, has_more = webhook_deliveries(
             organization=self.organization,
             status=status,
-            cursor=_id_cursor(request, "whdel"),
-            limit=_limit(request, default=20, maximum=100),
+            cursor=page_cursor(request, prefix="whdel"),
+            limit=page_limit(request),
         )
-        return Response(
-            {
-                "object": "list",
-                "data": [webhook_delivery_document(delivery) for delivery in deliveries],
-                "has_more": has_more,
-                "next_cursor": deliveries[-1].public_id if has_more else None,
-            }
-        )
+        return page_response(deliveries, has_more=has_more, render=webhook_delivery_document)
 
 
 class WebhookDeliveryRetryView(OrganizationScopedAPIView):

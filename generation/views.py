@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from django.http import FileResponse, Http404, JsonResponse
 from django.views import View
 from drf_spectacular.types import OpenApiTypes
@@ -14,6 +12,7 @@ from rest_framework.response import Response
 
 from generation.jobs import job_cancel
 from generation.models import Image, Job
+from generation.pagination import page_cursor, page_limit, page_response
 from generation.selectors import job_get, job_list, models_for_organization
 from generation.serializers import (
     GenerationCreateInputSerializer,
@@ -128,24 +127,10 @@ class GenerationListCreateView(OrganizationScopedAPIView):
         status = request.query_params.get("status") or None
         if status is not None and status not in Job.Status.values:
             raise InvalidRequest(f"status must be one of {', '.join(Job.Status.values)}.", param="status")
-        try:
-            limit = int(request.query_params.get("limit", 20))
-        except ValueError:
-            raise InvalidRequest("limit must be an integer.", param="limit") from None
-        if not 1 <= limit <= 100:
-            raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-        cursor = request.query_params.get("cursor") or None
-        if cursor is not None and not re.fullmatch(r"gen_[0-9a-z]{26}", cursor):
-            raise InvalidRequest("cursor must be a generation id from a previous page.", param="cursor")
+        limit = page_limit(request)
+        cursor = page_cursor(request, prefix="gen", what="a generation id")
         jobs, has_more = job_list(organization=self.organization, status=status, cursor=cursor, limit=limit)
-        return Response(
-            {
-                "object": "list",
-                "data": [JobOutputSerializer(job).data for job in jobs],
-                "has_more": has_more,
-                "next_cursor": jobs[-1].public_id if has_more else None,
-            }
-        )
+        return page_response(jobs, has_more=has_more, render=lambda job: JobOutputSerializer(job).data)
 
 
 class GenerationDetailView(OrganizationScopedAPIView):

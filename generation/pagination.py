@@ -1,0 +1,40 @@
+"""Cursor pagination shared by the API's list endpoints: `?limit=` and `?cursor=` (the public id of
+the last item of the previous page), answered as {"object": "list", "data", "has_more",
+"next_cursor"}."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from rest_framework.response import Response
+
+from tenants.errors import InvalidRequest
+
+
+def page_limit(request, *, default: int = 20, maximum: int = 100) -> int:
+    try:
+        limit = int(request.query_params.get("limit", default))
+    except ValueError:
+        raise InvalidRequest("limit must be an integer.", param="limit") from None
+    if not 1 <= limit <= maximum:
+        raise InvalidRequest(f"limit must be between 1 and {maximum}.", param="limit")
+    return limit
+
+
+def page_cursor(request, *, prefix: str, what: str = "an id") -> str | None:
+    cursor = request.query_params.get("cursor") or None
+    if cursor is not None and not re.fullmatch(rf"{prefix}_[0-9a-z]{{26}}", cursor):
+        raise InvalidRequest(f"cursor must be {what} from a previous page.", param="cursor")
+    return cursor
+
+
+def page_response(items: Sequence, *, has_more: bool, render: Callable[[object], dict]) -> Response:
+    return Response(
+        {
+            "object": "list",
+            "data": [render(item) for item in items],
+            "has_more": has_more,
+            "next_cursor": items[-1].public_id if has_more else None,
+        }
+    )
