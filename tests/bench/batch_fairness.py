@@ -9,7 +9,6 @@ plus the batch's progress. It measures; it asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -19,7 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.run import ROOT, Stack, open_loop, pct, reachable  # noqa: E402
+from tests.bench.run import (  # noqa: E402
+    ROOT,
+    Stack,
+    open_loop,
+    parse_stack_arguments,
+    pct,
+    stack_arguments,
+)
 
 
 async def request(port: int, path: str, key: str, body: dict | None = None) -> tuple[int, dict]:
@@ -57,22 +63,10 @@ def summary(results: list) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--profile", choices=["auto", "production", "sqlite"], default="auto")
-    parser.add_argument("--upstream-ms", type=float, default=1500)
-    parser.add_argument("--rate", type=float, default=4)
+    parser = stack_arguments(__doc__, rate=4, web_threads=32)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--web-processes", type=int, default=2)
-    parser.add_argument("--web-threads", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    if args.profile == "auto":
-        args.profile = (
-            "production" if reachable("127.0.0.1", 5432) and reachable("127.0.0.1", 6379) else "sqlite"
-        )
+    args = parse_stack_arguments(parser)
 
     workdir = ROOT / "var" / "bench" / ("batch-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
     workdir.mkdir(parents=True)

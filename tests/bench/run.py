@@ -358,24 +358,33 @@ def job_counts(stack: Stack) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def stack_arguments(doc: str, *, rate: float, web_threads: int) -> argparse.ArgumentParser:
+    """The options every benchmark of the running stack takes (profile, upstream, process counts)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["auto", "production", "sqlite"], default="auto")
     parser.add_argument("--upstream-ms", type=float, default=1500)
-    parser.add_argument("--rate", type=float, default=10)
-    parser.add_argument("--latency-seconds", type=float, default=30)
-    parser.add_argument("--clients", type=int, default=128)
-    parser.add_argument("--throughput-seconds", type=float, default=60)
+    parser.add_argument("--rate", type=float, default=rate)
     parser.add_argument("--web-processes", type=int, default=2)
-    parser.add_argument("--web-threads", type=int, default=96)
+    parser.add_argument("--web-threads", type=int, default=web_threads)
     parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def parse_stack_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     if args.profile == "auto":
         args.profile = (
             "production" if reachable("127.0.0.1", 5432) and reachable("127.0.0.1", 6379) else "sqlite"
         )
+    return args
+
+
+def main() -> None:
+    parser = stack_arguments(__doc__, rate=10, web_threads=96)
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--clients", type=int, default=128)
+    parser.add_argument("--throughput-seconds", type=float, default=60)
+    args = parse_stack_arguments(parser)
 
     workdir = ROOT / "var" / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True)
