@@ -227,32 +227,23 @@ def webhook_event_create(
     return delivery
 
 
-def webhook_job_finished(*, job: Job, document: dict) -> WebhookDelivery | None:
-    """A job reached a terminal status (called inside that transaction): record the delivery of
-    its document to the request's or the organization's URL. One query when there is no webhook."""
-    target, _ = _target(job.organization_id, job.webhook_url)
-    if not target:
-        return None
-    return webhook_event_create(
-        organization_id=job.organization_id,
-        event=EVENT_GENERATION_COMPLETED,
-        object_id=job.public_id,
-        payload=document,
-        url=target,
-    )
-
-
-def webhook_batch_finished(*, batch: Batch, document: dict) -> WebhookDelivery | None:
-    url, _ = _target(batch.organization_id, batch.webhook_url)
+def _object_finished(obj: Job | Batch, *, event: str, document: dict) -> WebhookDelivery | None:
+    url, _ = _target(obj.organization_id, obj.webhook_url)
     if not url:
         return None
     return webhook_event_create(
-        organization_id=batch.organization_id,
-        event=EVENT_BATCH_COMPLETED,
-        object_id=batch.public_id,
-        payload=document,
-        url=url,
+        organization_id=obj.organization_id, event=event, object_id=obj.public_id, payload=document, url=url
     )
+
+
+def webhook_job_finished(*, job: Job, document: dict) -> WebhookDelivery | None:
+    """A job reached a terminal status (called inside that transaction): record the delivery of
+    its document to the request's or the organization's URL. One query when there is no webhook."""
+    return _object_finished(job, event=EVENT_GENERATION_COMPLETED, document=document)
+
+
+def webhook_batch_finished(*, batch: Batch, document: dict) -> WebhookDelivery | None:
+    return _object_finished(batch, event=EVENT_BATCH_COMPLETED, document=document)
 
 
 # --- Sending ----------------------------------------------------------------------------------
