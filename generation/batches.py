@@ -29,6 +29,7 @@ from rest_framework import serializers as drf_serializers
 
 from generation.jobs import GenerationRequest, job_cancel, job_submit, request_plan
 from generation.models import Batch, Job
+from generation.pagination import newest_first_page
 from tenants.api import as_imagegate_error
 from tenants.errors import Conflict, ImagegateError, InvalidRequest, JobNotCancelable, NotFound, RateLimited
 from tenants.models import ApiKey, Organization
@@ -132,10 +133,7 @@ def batch_list(
     *, organization: Organization, cursor: str | None = None, limit: int = 20
 ) -> tuple[list[Batch], bool]:
     batches = Batch.objects.for_org(organization).defer("requests")
-    if cursor:
-        batches = batches.filter(public_id__lt=cursor)
-    page = list(batches.order_by("-public_id")[: limit + 1])
-    return page[:limit], len(page) > limit
+    return newest_first_page(batches, cursor=cursor, limit=limit)
 
 
 def batch_cancel(*, organization: Organization, public_id: str) -> Batch:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from django.db.models import QuerySet
 from rest_framework.response import Response
 
 from tenants.errors import InvalidRequest
@@ -38,3 +39,11 @@ def page_response(items: Sequence, *, has_more: bool, render: Callable[[object],
             "next_cursor": items[-1].public_id if has_more else None,
         }
     )
+
+
+def newest_first_page(queryset: QuerySet, *, cursor: str | None, limit: int) -> tuple[list, bool]:
+    """One page, newest first (public ids sort by creation time), and whether more follow."""
+    if cursor:
+        queryset = queryset.filter(public_id__lt=cursor)
+    page = list(queryset.order_by("-public_id")[: limit + 1])
+    return page[:limit], len(page) > limit

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from generation.catalog import FALLBACK_TIERS, TIER_ALIASES, catalog_snapshot
 from generation.models import Image, Job
+from generation.pagination import newest_first_page
 from tenants.errors import NotFound
 from tenants.models import ALL_TIERS, Organization
 from tenants.selectors import organization_limits
@@ -39,10 +40,7 @@ def job_list(
     queryset = Job.objects.for_org(organization).select_related("organization").prefetch_related(_WITH_IMAGES)
     if status:
         queryset = queryset.filter(status=status)
-    if cursor:
-        queryset = queryset.filter(public_id__lt=cursor)
-    jobs = list(queryset.order_by("-public_id")[: limit + 1])
-    return jobs[:limit], len(jobs) > limit
+    return newest_first_page(queryset, cursor=cursor, limit=limit)
 
 
 def models_for_organization(*, organization: Organization) -> dict:

@@ -45,6 +45,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from generation.models import Batch, Job, WebhookDelivery, WebhookEndpoint
+from generation.pagination import newest_first_page
 from tenants.errors import Conflict, InvalidRequest, NotFound
 from tenants.models import Organization
 
@@ -170,10 +171,7 @@ def webhook_deliveries(
     deliveries = WebhookDelivery.objects.for_org(organization)
     if status:
         deliveries = deliveries.filter(status=status)
-    if cursor:
-        deliveries = deliveries.filter(public_id__lt=cursor)
-    page = list(deliveries.order_by("-public_id")[: limit + 1])
-    return page[:limit], len(page) > limit
+    return newest_first_page(deliveries, cursor=cursor, limit=limit)
 
 
 def webhook_delivery_get(*, organization: Organization, public_id: str) -> WebhookDelivery:
