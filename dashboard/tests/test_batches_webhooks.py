@@ -1,5 +1,5 @@
 """The Jobs page's batches with progress, the batch page, and the webhook section of Settings, all
-through generation.batches / generation.webhooks services."""
+through generation.batches.services / generation.webhooks.services services."""
 
 import re
 import time
@@ -8,10 +8,10 @@ import pytest
 from django.urls import reverse
 
 from dashboard.selectors import batches_with_counts
-from generation import webhooks
-from generation.batches import batch_counts
-from generation.catalog import catalog_invalidate
+from generation.batches.services import batch_counts
+from generation.engine.catalog import catalog_invalidate
 from generation.models import Batch, Job, ProviderAccount, WebhookDelivery, WebhookEndpoint
+from generation.webhooks import services as webhooks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PUBLIC = "93.184.216.34"

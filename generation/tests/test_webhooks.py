@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from generation import webhooks
-from generation.catalog import catalog_invalidate
+from generation.engine.catalog import catalog_invalidate
 from generation.models import ProviderAccount, WebhookDelivery, WebhookEndpoint
 from generation.tests.webhook_receiver import Receiver, self_signed_tls
-from generation.webhooks import webhook_deliveries_redrive, webhook_event_create
+from generation.webhooks import services as webhooks
+from generation.webhooks.services import webhook_deliveries_redrive, webhook_event_create
 
 PUBLIC_ADDRESS = "93.184.215.14"
 
@@ -373,7 +373,7 @@ def test_production_path_sends_from_sender_threads_and_the_schedule_redrives(
 ):
     """Without the inline doorbell: the commit hook hands the delivery to a sender thread; a delivery
     whose process died before sending (still pending and due) goes out at the next scheduled run."""
-    from generation.tasks import redrive_webhooks
+    from generation.worker.tasks import redrive_webhooks
 
     settings.GENERATION_INLINE_DOORBELL = False
     alice.client().put("/v1/webhook", {"url": receiver.url}, format="json")
