@@ -8,10 +8,10 @@ import pytest
 from django.urls import reverse
 
 from dashboard.selectors import batches_with_counts
-from generation.batches.services import batch_counts
+from generation.documents import batch_counts
+from generation.engine import outbound
 from generation.engine.catalog import catalog_invalidate
 from generation.models import Batch, Job, ProviderAccount, WebhookDelivery, WebhookEndpoint
-from generation.webhooks import services as webhooks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PUBLIC = "93.184.216.34"
@@ -78,7 +78,7 @@ def test_grouped_counts_equal_the_batch_services(alice):
 
 
 def test_webhook_url_secret_shown_once_and_delivery_log(web, alice, bob, charlie, monkeypatch):
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: [PUBLIC])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: [PUBLIC])
     client = web(alice)
     response = client.post(reverse("dashboard:webhook-set"), {"url": "https://hooks.acme.example/imagegate"})
     assert response.status_code == 200
@@ -128,7 +128,7 @@ def test_webhook_url_secret_shown_once_and_delivery_log(web, alice, bob, charlie
 )
 def test_unsafe_webhook_urls_are_refused(web, alice, monkeypatch, settings, url, message):
     settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: ["10.0.0.7"])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: ["10.0.0.7"])
     response = web(alice).post(reverse("dashboard:webhook-set"), {"url": url})
     assert response.status_code == 400
     assert message in response.content.decode()

@@ -1,5 +1,4 @@
-"""Batch API (/v1/batches…) and the tenant webhook API (/v1/webhook…). Thin views over
-generation.batches.services and generation.webhooks.services."""
+"""The batch API (/v1/batches…): thin views over generation.batches.services."""
 
 from __future__ import annotations
 
@@ -14,27 +13,16 @@ from rest_framework.response import Response
 from generation.batches.services import (
     batch_cancel,
     batch_create,
-    batch_document,
     batch_get,
-    batch_item_document,
     batch_items,
     batch_items_parse_jsonl,
     batch_list,
     batch_results_lines,
 )
-from generation.models import WebhookDelivery, WebhookEndpoint
+from generation.documents import batch_document, batch_item_document
 from generation.pagination import page_cursor, page_limit, page_response
-from generation.webhooks.services import (
-    webhook_deliveries,
-    webhook_delivery_retry,
-    webhook_endpoint_delete,
-    webhook_endpoint_get,
-    webhook_endpoint_set,
-    webhook_secret_rotate,
-)
 from tenants.api import OrganizationScopedAPIView
-from tenants.errors import InvalidRequest, NotFound
-from tenants.models import ApiKey
+from tenants.errors import InvalidRequest
 from tenants.schema import ERRORS
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
@@ -195,129 +183,3 @@ class BatchResultsView(OrganizationScopedAPIView):
         response = StreamingHttpResponse(lines, content_type="application/jsonl")
         response["Content-Disposition"] = f'attachment; filename="{batch.public_id}-results.jsonl"'
         return response
-
-
-# --- Webhook ----------------------------------------------------------------------------------
-class WebhookInputSerializer(serializers.Serializer):
-    url = serializers.CharField(max_length=2000)
-    enabled = serializers.BooleanField(default=True)
-
-
-WEBHOOK = inline_serializer(
-    "WebhookEndpoint",
-    {
-        "object": serializers.CharField(),
-        "url": serializers.CharField(allow_null=True),
-        "enabled": serializers.BooleanField(),
-        "secret": serializers.CharField(allow_null=True, help_text="null for read-only keys"),
-        "created_at": serializers.DateTimeField(),
-        "updated_at": serializers.DateTimeField(),
-    },
-)
-
-
-def _iso(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def webhook_endpoint_document(endpoint: WebhookEndpoint, *, show_secret: bool) -> dict:
-    # The signing secret is shown to the tenant (they need it to verify), as Stripe does, but only
-    # to keys that may change the endpoint: a read-only key could otherwise forge deliveries.
-    return {
-        "object": "webhook_endpoint",
-        "url": endpoint.url or None,
-        "enabled": endpoint.enabled,
-        "secret": endpoint.secret if show_secret else None,
-        "created_at": _iso(endpoint.created_at),
-        "updated_at": _iso(endpoint.updated_at),
-    }
-
-
-def webhook_delivery_document(delivery: WebhookDelivery) -> dict:
-    return {
-        "id": delivery.public_id,
-        "object": "webhook_delivery",
-        "event": delivery.event,
-        "object_id": delivery.object_id,
-        "url": delivery.url,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error or None,
-        "next_attempt_at": _iso(delivery.next_attempt_at),
-        "delivered_at": _iso(delivery.delivered_at),
-        "created_at": _iso(delivery.created_at),
-    }
-
-
-class WebhookView(OrganizationScopedAPIView):
-    required_scope = {"GET": "read", "PUT": "generate", "DELETE": "generate"}
-
-    @extend_schema(responses={200: WEBHOOK, **ERRORS}, operation_id="webhook_retrieve")
-    def get(self, request):
-        endpoint = webhook_endpoint_get(organization=self.organization)
-        if endpoint is None:
-            raise NotFound("No webhook endpoint is set.")
-        show_secret = ApiKey.Scope.GENERATE in self.api_key.scopes
-        return Response(webhook_endpoint_document(endpoint, show_secret=show_secret))
-
-    @extend_schema(
-        request=WebhookInputSerializer, responses={200: WEBHOOK, **ERRORS}, operation_id="webhook_set"
-    )
-    def put(self, request):
-        serializer = WebhookInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        endpoint = webhook_endpoint_set(organization=self.organization, **serializer.validated_data)
-        return Response(webhook_endpoint_document(endpoint, show_secret=True))
-
-    @extend_schema(request=None, responses={204: None, **ERRORS}, operation_id="webhook_delete")
-    def delete(self, request):
-        webhook_endpoint_delete(organization=self.organization)
-        return Response(status=204)
-
-
-class WebhookRotateSecretView(OrganizationScopedAPIView):
-    required_scope = "generate"
-
-    @extend_schema(request=None, responses={200: WEBHOOK, **ERRORS}, operation_id="webhook_rotate_secret")
-    def post(self, request):
-        endpoint = webhook_secret_rotate(organization=self.organization)
-        return Response(webhook_endpoint_document(endpoint, show_secret=True))
-
-
-class WebhookDeliveryListView(OrganizationScopedAPIView):
-    required_scope = "read"
-
-    @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
-        parameters=[
-            OpenApiParameter("status", str, enum=WebhookDelivery.Status.values),
-            OpenApiParameter("cursor", str),
-            OpenApiParameter("limit", int, description="1-100, default 20"),
-        ],
-        operation_id="webhook_deliveries_list",
-    )
-    def get(self, request):
-        status = request.query_params.get("status") or None
-        if status is not None and status not in WebhookDelivery.Status.values:
-            raise InvalidRequest(
-                f"status must be one of {', '.join(WebhookDelivery.Status.values)}.", param="status"
-            )
-        deliveries, has_more = webhook_deliveries(
-            organization=self.organization,
-            status=status,
-            cursor=page_cursor(request, prefix="whdel"),
-            limit=page_limit(request),
-        )
-        return page_response(deliveries, has_more=has_more, render=webhook_delivery_document)
-
-
-class WebhookDeliveryRetryView(OrganizationScopedAPIView):
-    required_scope = "generate"
-
-    @extend_schema(
-        request=None, responses={200: OpenApiTypes.OBJECT, **ERRORS}, operation_id="webhook_delivery_retry"
-    )
-    def post(self, request, public_id: str):
-        delivery = webhook_delivery_retry(organization=self.organization, public_id=public_id)
-        return Response(webhook_delivery_document(delivery))

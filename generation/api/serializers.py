@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from generation.engine.storage import image_url
+from generation.documents import job_document, job_render
 from generation.jobs.services import GenerationRequest
 from generation.models import Job
 from tenants.errors import InvalidRequest
@@ -69,10 +69,10 @@ class GenerationCreateInputSerializer(serializers.Serializer):
 
     def validate_webhook_url(self, value: str | None) -> str | None:
         if value:
-            from generation.webhooks.services import webhook_url_check
+            from generation.engine.outbound import outbound_url_check
 
             try:
-                webhook_url_check(url=value, param="webhook_url")
+                outbound_url_check(url=value, param="webhook_url")
             except InvalidRequest as exc:
                 raise serializers.ValidationError(exc.message) from None
         return value
@@ -145,79 +145,3 @@ class JobOutputSerializer(serializers.Serializer):
     def to_representation(self, job: Job | dict) -> dict:
         document = job if isinstance(job, dict) else job_document(job, list(job.images.all()))
         return job_render(document)
-
-
-def _iso(value) -> str | None:
-    return serializers.DateTimeField().to_representation(value) if value else None
-
-
-def job_document(job: Job, images: list) -> dict:
-    """Everything the Job resource shows, as plain JSON-able data (image storage paths instead of
-    URLs). Built from database rows, or by the worker from what it just wrote, and pushed to the
-    waiting request (generation.jobs.notifications), which then answers without querying again."""
-    params = job.params
-    succeeded = job.status == Job.Status.SUCCEEDED
-    created = job.created_at
-    finished = job.finished_at
-    return {
-        "id": job.public_id,
-        "object": "generation",
-        "status": job.status,
-        "livemode": job.livemode,
-        "tier": job.tier,
-        "served_tier": job.served_tier or None,
-        "model": job.served_model or job.requested_model or None,
-        "route": job.route or None,
-        "fallback_reason": job.fallback_reason or None,
-        "prompt": job.prompt,
-        "count": job.count,
-        "aspect_ratio": params.get("aspect_ratio"),
-        "resolution": params.get("resolution"),
-        "output_format": params.get("output_format"),
-        "compression_quality": params.get("compression_quality"),
-        "seed": params.get("seed"),
-        "negative_prompt": params.get("negative_prompt"),
-        "safety_level": params.get("safety_level"),
-        "person_generation": params.get("person_generation"),
-        "fallback": job.fallback_policy,
-        "notice": params.get("model_notice"),
-        "images": [
-            {
-                "id": image.public_id,
-                "storage_path": image.storage_path,
-                "width": image.width,
-                "height": image.height,
-                "mime_type": image.mime_type or None,
-                "filtered": image.filtered,
-                "filter_reason": image.filter_reason or None,
-            }
-            for image in (images if succeeded else [])
-        ],
-        "usage": {"images": job.images_delivered, "amount": f"{job.amount:.4f}", "currency": job.currency},
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "attempts": job.attempts,
-        "created_at": _iso(created),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(finished),
-        "latency_ms": int((finished - created).total_seconds() * 1000) if finished and created else None,
-        "metadata": job.metadata,
-        "webhook_url": job.webhook_url or None,
-        "image_url_ttl_seconds": job.organization.image_url_ttl_seconds,
-    }
-
-
-def job_render(document: dict) -> dict:
-    """The public Job resource: the document with fresh signed image URLs (expiring after the TTL)."""
-    rendered = dict(document)
-    ttl = rendered.pop("image_url_ttl_seconds")
-    rendered["images"] = [
-        {
-            "id": image["id"],
-            "url": None
-            if image["filtered"]
-            else image_url(public_id=image["id"], storage_path=image["storage_path"], ttl_seconds=ttl),
-            **{k: image[k] for k in ("width", "height", "mime_type", "filtered", "filter_reason")},
-        }
-        for image in document["images"]
-    ]
-    return rendered

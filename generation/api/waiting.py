@@ -10,7 +10,7 @@ import re
 from contextlib import nullcontext
 from functools import partial
 
-from generation.api.serializers import job_document
+from generation.documents import job_document
 from generation.jobs.notifications import JobWaiter, job_wait, job_waiter
 from generation.jobs.selectors import job_get, job_is_finished
 from generation.jobs.services import GenerationRequest, job_submit

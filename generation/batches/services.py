@@ -23,10 +23,11 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import serializers as drf_serializers
 
+from generation.documents import batch_document, batch_item_document, job_document
 from generation.jobs.services import GenerationRequest, job_cancel, job_submit, request_plan
 from generation.models import Batch, Job
 from generation.pagination import newest_first_page
@@ -103,12 +104,12 @@ def batch_create(
     *, organization: Organization, api_key: ApiKey, items: object, webhook_url: str | None = None
 ) -> Batch:
     """Validate everything, store the batch, start feeding it after commit."""
-    from generation.webhooks.services import webhook_url_check
+    from generation.engine.outbound import outbound_url_check
 
     if webhook_url is not None:
         if not isinstance(webhook_url, str):
             raise InvalidRequest("webhook_url must be a string.", param="webhook_url")
-        webhook_url_check(url=webhook_url, param="webhook_url")
+        outbound_url_check(url=webhook_url, param="webhook_url")
     validated = batch_items_validate(organization=organization, api_key=api_key, items=items)
     with transaction.atomic():
         batch = Batch.objects.create(
@@ -165,7 +166,6 @@ def batch_share(*, organization: Organization) -> int:
 def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError) -> None:
     """The item could not be submitted (quota used up, model gone): record it as a failed job,
     with nothing reserved or billed, so it is accounted for and reported."""
-    from generation.api.serializers import job_document
     from generation.webhooks.services import webhook_job_finished
 
     now = timezone.now()
@@ -310,56 +310,6 @@ def batch_feed_all() -> int:
 
 
 # --- Reading ----------------------------------------------------------------------------------
-def batch_counts(*, batch: Batch) -> dict[str, int]:
-    """Items by state; they always add up to `total`. Items not fed yet count as queued (or as
-    cancelled once the batch is canceled); a succeeded job whose every image was filtered counts
-    as filtered."""
-    by_status = dict(
-        Job.objects.filter(batch=batch)
-        .values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
-    )
-    filtered = Job.objects.filter(batch=batch, status=Job.Status.SUCCEEDED, images_delivered=0).count()
-    unfed = batch.total - sum(by_status.values())
-    never_fed = batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED)
-    return {
-        "total": batch.total,
-        "queued": by_status.get(Job.Status.QUEUED, 0) + (0 if never_fed else unfed),
-        "running": by_status.get(Job.Status.RUNNING, 0),
-        "succeeded": by_status.get(Job.Status.SUCCEEDED, 0) - filtered,
-        "failed": by_status.get(Job.Status.FAILED, 0),
-        "filtered": filtered,
-        "cancelled": by_status.get(Job.Status.CANCELED, 0) + (unfed if never_fed else 0),
-    }
-
-
-def _iso(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def batch_document(batch: Batch) -> dict:
-    return {
-        "id": batch.public_id,
-        "object": "batch",
-        "status": batch.status,
-        "counts": batch_counts(batch=batch),
-        "webhook_url": batch.webhook_url or None,
-        "created_at": _iso(batch.created_at),
-        "started_at": _iso(batch.started_at),
-        "cancelled_at": _iso(batch.cancelled_at),
-        "finished_at": _iso(batch.finished_at),
-    }
-
-
-def _item_status(batch: Batch, job: Job | None) -> str:
-    if job is not None:
-        return job.status
-    if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED):
-        return Job.Status.CANCELED
-    return Job.Status.QUEUED  # not fed yet: counted as queued too, with no generation
-
-
 def batch_items(
     *,
     organization: Organization,
@@ -383,17 +333,6 @@ def batch_items(
     ]
     next_cursor = cursor + limit if cursor + limit < batch.total else None
     return batch, rows, next_cursor
-
-
-def batch_item_document(batch: Batch, index: int, custom_id: str, job: Job | None) -> dict:
-    from generation.api.serializers import job_document, job_render
-
-    return {
-        "index": index,
-        "custom_id": custom_id,
-        "status": _item_status(batch, job),
-        "generation": job_render(job_document(job, list(job.images.all()))) if job is not None else None,
-    }
 
 
 def batch_results_lines(*, organization: Organization, public_id: str) -> Iterator[str]:

@@ -256,8 +256,8 @@ def _finished(job: Job, images: list[Image], **fields) -> None:
     back) and top up its batch."""
     for name, value in fields.items():
         setattr(job, name, value)
-    from generation.api.serializers import job_document
     from generation.batches.services import batch_job_finished
+    from generation.documents import job_document
     from generation.webhooks.services import webhook_job_finished
 
     document = job_document(job, images)

@@ -27,16 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
-import socket
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
@@ -44,6 +40,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from generation.engine.outbound import outbound_pin, outbound_url_check
 from generation.models import Batch, Job, WebhookDelivery, WebhookEndpoint
 from generation.pagination import newest_first_page
 from tenants.errors import Conflict, InvalidRequest, NotFound
@@ -61,66 +58,6 @@ EVENT_BATCH_COMPLETED = "batch.completed"
 USER_AGENT = "Imagegate-Webhooks/1"
 
 
-# --- URL safety (SSRF) ------------------------------------------------------------------------
-def _system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
-
-
-# DNS is the network edge: tests swap this for a function returning chosen addresses.
-resolver: Callable[[str, int], list[str]] = _system_resolver
-
-
-def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not (
-        address.is_multicast
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_private
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-def webhook_url_check(*, url: str, param: str = "url") -> tuple[str, int, list[str]]:
-    """Refuse URLs we must not call; returns (host, port, addresses checked).
-
-    https only, and every address the host resolves to must be public, unless
-    WEBHOOK_ALLOW_PRIVATE_URLS is on (tests only)."""
-    allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise InvalidRequest("The webhook URL is malformed.", param=param) from None
-    schemes = ("https", "http") if allow_private else ("https",)
-    if parts.scheme not in schemes:
-        raise InvalidRequest("The webhook URL must use https.", param=param)
-    host = parts.hostname
-    if not host or parts.username or parts.password:
-        raise InvalidRequest("The webhook URL needs a host and no credentials.", param=param)
-    try:
-        literal = ipaddress.ip_address(host)
-        addresses = [str(literal)]
-    except ValueError:
-        try:
-            addresses = resolver(host, port)
-        except (OSError, UnicodeError):
-            raise InvalidRequest(f"The webhook host {host} does not resolve.", param=param) from None
-    if not addresses:
-        raise InvalidRequest(f"The webhook host {host} does not resolve.", param=param)
-    if not allow_private:
-        for address in addresses:
-            if not _address_allowed(ipaddress.ip_address(address.split("%", 1)[0])):
-                raise InvalidRequest(
-                    "The webhook URL resolves to a private, loopback, link-local or reserved address.",
-                    param=param,
-                )
-    return host, port, addresses
-
-
 # --- The organization's endpoint --------------------------------------------------------------
 def webhook_endpoint_get(*, organization: Organization) -> WebhookEndpoint | None:
     return WebhookEndpoint.objects.filter(organization=organization).first()
@@ -135,7 +72,7 @@ def _endpoint_ensure(organization: Organization) -> WebhookEndpoint:
 
 def webhook_endpoint_set(*, organization: Organization, url: str, enabled: bool = True) -> WebhookEndpoint:
     """Set (or replace) the organization's webhook URL; the secret is created once and kept."""
-    webhook_url_check(url=url)
+    outbound_url_check(url=url)
     endpoint = _endpoint_ensure(organization)
     endpoint.url = url
     endpoint.enabled = enabled
@@ -264,7 +201,7 @@ def _backoff(attempts: int) -> float:
 def _body(delivery: WebhookDelivery) -> bytes:
     payload = delivery.payload
     if delivery.event == EVENT_GENERATION_COMPLETED:
-        from generation.api.serializers import job_render
+        from generation.documents import job_render
 
         payload = job_render(payload)  # fresh signed image URLs at every attempt
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -272,19 +209,18 @@ def _body(delivery: WebhookDelivery) -> bytes:
 
 def _post(*, url: str, body: bytes, headers: dict[str, str]) -> int:
     """POST to the address that passed the check (not a second DNS lookup); returns the status."""
-    host, port, addresses = webhook_url_check(url=url)
-    parts = urlsplit(url)
-    address = addresses[0]
-    netloc_ip = f"[{address}]" if ":" in address else address
-    target = urlunsplit((parts.scheme, f"{netloc_ip}:{port}", parts.path or "/", parts.query, ""))
-    default_port = 443 if parts.scheme == "https" else 80
-    headers = {**headers, "Host": host if port == default_port else f"{host}:{port}"}
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    pinned = outbound_pin(url=url)
     # No redirects (they could lead anywhere unchecked); the response body is never read, so a
     # receiver cannot make us buffer an arbitrary amount of data.
     with (
         httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client,
-        client.stream("POST", target, content=body, headers=headers, extensions=extensions) as response,
+        client.stream(
+            "POST",
+            pinned.target,
+            content=body,
+            headers={**headers, **pinned.headers},
+            extensions=pinned.extensions,
+        ) as response,
     ):
         return response.status_code
 

@@ -26,7 +26,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from generation.api.serializers import job_render
+from generation.documents import job_render
 
 from .base import CompatAPIView, image_base64, uncompressed
 from .errors import ContentFiltered, render_openai_error
