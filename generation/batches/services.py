@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework import serializers as drf_serializers
 
+from generation import events
 from generation.documents import batch_document, batch_item_document, job_document
 from generation.jobs.services import GenerationRequest, job_cancel, job_submit, request_plan
 from generation.models import Batch, Job
@@ -166,8 +167,6 @@ def batch_share(*, organization: Organization) -> int:
 def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError) -> None:
     """The item could not be submitted (quota used up, model gone): record it as a failed job,
     with nothing reserved or billed, so it is accounted for and reported."""
-    from generation.webhooks.services import webhook_job_finished
-
     now = timezone.now()
     job = Job.objects.create(
         organization_id=batch.organization_id,
@@ -188,7 +187,7 @@ def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError
         custom_id=custom_id,
         webhook_url=body.get("webhook_url", ""),
     )
-    webhook_job_finished(job=job, document=job_document(job, []))
+    events.job_finished(job=job, document=job_document(job, []))
 
 
 def _feeding_paused(batch: Batch) -> bool:
@@ -279,16 +278,24 @@ def batch_complete_if_done(*, batch_pk: int) -> bool:
         ):
             return False
         batch.refresh_from_db()
-        from generation.webhooks.services import webhook_batch_finished
-
-        webhook_batch_finished(batch=batch, document=batch_document(batch))
+        events.batch_finished(batch=batch, document=batch_document(batch))
     return True
 
 
-def batch_job_finished(*, job_public_id: str, batch_pk: int) -> None:
-    """Completion hook for batch jobs: the freed slot goes to the next item."""
-    if not batch_feed(batch_pk=batch_pk):
-        batch_complete_if_done(batch_pk=batch_pk)
+def batch_job_finished(*, job: Job, document: dict) -> None:
+    """`events.job_finished` subscriber: once a batch item's job has finished (after commit), its
+    freed slot goes to the next item. A failure here is logged: the runner's periodic feeder pass
+    (`batch_feed_all`) re-drives the batch."""
+    if job.batch_id is not None:
+        transaction.on_commit(partial(_item_finished, job.public_id, job.batch_id))
+
+
+def _item_finished(job_public_id: str, batch_pk: int) -> None:
+    try:
+        if not batch_feed(batch_pk=batch_pk):
+            batch_complete_if_done(batch_pk=batch_pk)
+    except Exception:  # noqa: BLE001 - the job is finished; the runner's feeder pass re-drives
+        logger.exception("job %s: batch hook failed", job_public_id)
 
 
 def batch_feed_all() -> int:

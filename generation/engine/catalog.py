@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from generation.engine.providers.base import Credentials, Target
 from generation.models import ProviderAccount, Route, UpstreamModel
+from generation.params import GenerationParams
 from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
 from tenants.models import Tier
 
@@ -71,25 +72,23 @@ class RouteSpec:
             return True
         return self.shutdown_date is not None and today >= self.shutdown_date
 
-    def unsupported_param(self, params: dict) -> str | None:
+    def unsupported_param(self, params: GenerationParams) -> str | None:
         """The first parameter this route cannot honour, or None."""
         caps = self.capabilities
-        if params["aspect_ratio"] not in caps.get("aspect_ratios", []):
+        if params.aspect_ratio not in caps.get("aspect_ratios", []):
             return "aspect_ratio"
-        if params["resolution"] not in caps.get("resolutions", []):
+        if params.resolution not in caps.get("resolutions", []):
             return "resolution"
-        if params["count"] > caps.get("max_images", 1):
+        if params.count > caps.get("max_images", 1):
             return "count"
-        if params["output_format"] not in caps.get("output_formats", []):
+        if params.output_format not in caps.get("output_formats", []):
             return "output_format"
         for feature in _OPTIONAL_FEATURES:
-            if params.get(feature) is not None and not caps.get(feature, False):
+            if getattr(params, feature) is not None and not caps.get(feature, False):
                 return feature
-        if params.get("safety_level") and params["safety_level"] not in caps.get("safety_levels", []):
+        if params.safety_level and params.safety_level not in caps.get("safety_levels", []):
             return "safety_level"
-        if params.get("person_generation") and params["person_generation"] not in caps.get(
-            "person_generation", []
-        ):
+        if params.person_generation and params.person_generation not in caps.get("person_generation", []):
             return "person_generation"
         return None
 
@@ -237,7 +236,7 @@ def _resolve_tier_or_model(model: str | None, tier: str | None) -> tuple[str | N
 
 def route_plan(
     *,
-    params: dict,
+    params: GenerationParams,
     livemode: bool,
     allowed_tiers: list[str],
     fallback_policy: str,
@@ -303,7 +302,7 @@ def route_plan(
     return RoutePlan(tier=tier, model_id=model_id, primary=primary, fallback=fallback, notice=notice)
 
 
-def _filter_supported(routes: list[RouteSpec], params: dict, tier: str) -> list[RouteSpec]:
+def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: str) -> list[RouteSpec]:
     supported = [r for r in routes if r.unsupported_param(params) is None]
     if supported:
         return supported
@@ -318,7 +317,7 @@ def _filter_supported(routes: list[RouteSpec], params: dict, tier: str) -> list[
         "safety_level": caps.get("safety_levels"),
         "person_generation": caps.get("person_generation"),
     }.get(param)
-    value = params.get(param)
+    value = getattr(params, param)
     detail = (
         f"; supported: {', '.join(accepted) if isinstance(accepted, list) else accepted}" if accepted else ""
     )

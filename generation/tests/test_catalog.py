@@ -2,24 +2,14 @@ import pytest
 
 from generation.engine.catalog import catalog_invalidate, route_plan
 from generation.models import ProviderAccount, UpstreamModel
+from generation.params import GenerationParams
 from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied
 
 ALL = ["fast", "standard", "ultra"]
 
 
-def params(**overrides) -> dict:
-    base = {
-        "count": 1,
-        "aspect_ratio": "1:1",
-        "resolution": "1K",
-        "output_format": "png",
-        "compression_quality": None,
-        "seed": None,
-        "negative_prompt": None,
-        "safety_level": None,
-        "person_generation": None,
-    }
-    return {**base, **overrides}
+def params(**overrides) -> GenerationParams:
+    return GenerationParams(**overrides)
 
 
 def plan(**kwargs):
