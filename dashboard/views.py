@@ -418,7 +418,7 @@ def batch_detail(request, public_id: str):
         )
     except NotFound:
         raise Http404("No such batch.") from None
-    never_fed = "canceled" if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED) else "pending"
+    never_fed = "canceled" if batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED) else "pending"
     items = [(index, custom_id, job, job.status if job else never_fed) for index, custom_id, job in rows]
     context = {
         "batch": batch,

@@ -113,4 +113,6 @@ def test_every_html_page_requires_log_in_or_is_allowlisted(client):
         if response.status_code not in (302, 303) or not response["Location"].startswith("/login/"):
             offenders.append(f"{url} -> {name}: {response.status_code}")
     assert seen >= 20  # the dashboard and billing pages were found
-    assert offenders == [], "Pages must require log-in (or be listed in PUBLIC_PAGES):\n" + "\n".join(offenders)
+    assert offenders == [], "Pages must require log-in (or be listed in PUBLIC_PAGES):\n" + "\n".join(
+        offenders
+    )
