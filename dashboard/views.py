@@ -5,6 +5,7 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -449,7 +450,7 @@ def usage(request):
         else {"start": billing_period_start().isoformat(), "end": today.isoformat()}
     )
     form = forms.UsageRangeForm(data)
-    rows, totals = [], {"images": 0, "amount": 0, "billable": 0}
+    rows, totals = [], {"images": 0, "amount": Decimal(0), "billable": Decimal(0)}
     by_tier: dict[str, dict] = {}
     by_key: dict[str, dict] = {}
     by_day: dict[str, dict] = {}
