@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from decimal import Decimal
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -450,7 +451,8 @@ def usage(request):
         else {"start": billing_period_start().isoformat(), "end": today.isoformat()}
     )
     form = forms.UsageRangeForm(data)
-    rows, totals = [], {"images": 0, "amount": Decimal(0), "billable": Decimal(0)}
+    rows: list = []
+    totals: dict[str, Any] = {"images": 0, "amount": Decimal(0), "billable": Decimal(0)}
     by_tier: dict[str, dict] = {}
     by_key: dict[str, dict] = {}
     by_day: dict[str, dict] = {}
