@@ -35,7 +35,13 @@ from generation.catalog import RoutePlan, route_plan
 from generation.models import Batch, Image, Job
 from generation.notifications import job_finished_publish
 from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound
-from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
+from tenants.limits import (
+    concurrency_acquire,
+    concurrency_release,
+    quota_release,
+    quota_reserve,
+    test_images_reserve,
+)
 from tenants.models import ApiKey, Organization
 from tenants.selectors import organization_limits
 
@@ -142,7 +148,11 @@ def job_submit(
         params["model_notice"] = plan.notice
     try:
         with transaction.atomic():
-            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            if livemode:
+                period = quota_reserve(organization=organization, images=request.count)
+            else:
+                period = None
+                test_images_reserve(organization=organization, images=request.count)
             concurrency_acquire(organization=organization)
             job = Job.objects.create(
                 **({"public_id": public_id} if public_id else {}),
