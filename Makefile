@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Local development defaults; production sets its own environment (see README).
 export DEBUG ?= 1
 
-.PHONY: install run test lint format bench migrate
+.PHONY: install run test lint format bench migrate fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy tenants billing
+
+# The long form of the CI fuzzing (tests/test_fuzz_api.py): random, many cases per operation.
+fuzz: $(STAMP)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_RANDOM=1 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/test_fuzz_api.py tests/test_input_battery.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .
