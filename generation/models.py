@@ -8,17 +8,24 @@ broker only rings the doorbell (see generation/jobs.py for the status machine an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from datetime import date
 from decimal import Decimal
+from fnmatch import fnmatchcase
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from generation.providers.base import Credentials
 from tenants.ids import new_public_id
 from tenants.models import Tier
+
+logger = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -94,10 +101,27 @@ class ProviderAccount(models.Model):
         env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
         return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
 
+    def clean(self) -> None:
+        """Admin edits are checked against the same policy the worker applies (see below)."""
+        problems = {}
+        if self.base_url and not base_url_allowed(self.base_url):
+            problems["base_url"] = (
+                "Only Google's API hosts (PROVIDER_BASE_URL_HOSTS) over https; http only for loopback."
+            )
+        if self.credentials_ref and credentials_ref_problem(self.credentials_ref):
+            problems["credentials_ref"] = credentials_ref_problem(self.credentials_ref)
+        if problems:
+            raise ValidationError(problems)
+
     def resolve_credentials(self) -> Credentials | None:
-        """Read the secret now (so rotation needs no restart). None when it is not configured."""
+        """Read the secret now (so rotation needs no restart). None when it is not configured, or
+        when the account would send it somewhere not allowed: a row edited outside the admin (or
+        before the policy) must not leak a secret either, so the worker checks again here."""
         if self.kind == self.Kind.SANDBOX:
             return Credentials()
+        if self.base_url and not base_url_allowed(self.base_url):
+            logger.warning("Provider account %s: base_url host not allowed; not using it", self.name)
+            return None
         secret = _read_secret(self.credentials_ref)
         if not secret:
             return None
@@ -110,13 +134,64 @@ class ProviderAccount(models.Model):
         return Credentials(api_key=secret.strip(), project=self.project or None)
 
 
+# --- Where provider secrets may come from and go to -------------------------------------------
+# A staff user edits provider accounts in the admin; without these rules they could point an
+# account's credentials at any variable (STRIPE_SECRET_KEY) or file (/proc/self/environ) and its
+# base_url at their own host, and the worker would send that secret there as its API key.
+def env_name_allowed(name: str) -> bool:
+    return bool(name) and any(fnmatchcase(name, pattern) for pattern in settings.PROVIDER_SECRET_ENV_NAMES)
+
+
+def secret_path_allowed(path: str) -> bool:
+    """Inside PROVIDER_SECRETS_DIR after resolving symlinks and `..`."""
+    try:
+        resolved = Path(path).resolve(strict=False)
+        root = Path(settings.PROVIDER_SECRETS_DIR).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def credentials_ref_problem(ref: str) -> str | None:
+    scheme, _, value = ref.partition(":")
+    if scheme in ("env", "envfile"):
+        if not env_name_allowed(value):
+            return f"Environment variables must match PROVIDER_SECRET_ENV_NAMES ({', '.join(settings.PROVIDER_SECRET_ENV_NAMES)})."
+        return None
+    if scheme == "file":
+        if not secret_path_allowed(value):
+            return f"Files must be inside PROVIDER_SECRETS_DIR ({settings.PROVIDER_SECRETS_DIR})."
+        return None
+    return "Use env:VAR, envfile:VAR or file:/path."
+
+
+def base_url_allowed(url: str) -> bool:
+    """https to a host matching PROVIDER_BASE_URL_HOSTS; plain http only to an allowed loopback
+    host (the fake upstream of development and tests)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if parts.username or parts.password or not host:
+        return False
+    if not any(fnmatchcase(host, pattern.lower()) for pattern in settings.PROVIDER_BASE_URL_HOSTS):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
+
+
 def _read_secret(ref: str) -> str | None:
     scheme, _, value = ref.partition(":")
+    if credentials_ref_problem(ref):
+        if ref:
+            logger.warning("Provider credentials reference %r is not allowed; not reading it", ref)
+        return None
     try:
         if scheme == "env":
             return os.environ.get(value) or None
         if scheme == "envfile":
-            path = os.environ.get(value)
+            path = os.environ.get(value)  # set by the operator's environment, not the admin
             return Path(path).read_text() if path else None
         if scheme == "file":
             return Path(value).read_text()
