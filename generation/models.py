@@ -156,7 +156,8 @@ def credentials_ref_problem(ref: str) -> str | None:
     scheme, _, value = ref.partition(":")
     if scheme in ("env", "envfile"):
         if not env_name_allowed(value):
-            return f"Environment variables must match PROVIDER_SECRET_ENV_NAMES ({', '.join(settings.PROVIDER_SECRET_ENV_NAMES)})."
+            names = ", ".join(settings.PROVIDER_SECRET_ENV_NAMES)
+            return f"Environment variables must match PROVIDER_SECRET_ENV_NAMES ({names})."
         return None
     if scheme == "file":
         if not secret_path_allowed(value):
