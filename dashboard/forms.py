@@ -12,7 +12,7 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
 from billing.selectors import LATEST_USAGE_DATE
-from generation.serializers import RESOLUTIONS
+from generation.api.serializers import RESOLUTIONS
 from tenants.limits import rate_limit_hit
 from tenants.login_throttle import (
     login_throttle_fail,

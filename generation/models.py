@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from generation.providers.base import Credentials
+from generation.engine.providers.base import Credentials
 from tenants.ids import new_public_id
 from tenants.models import Tier
 

@@ -250,7 +250,7 @@ def test_a_run_stops_at_its_time_budget_and_releases_the_rest(alice, subscribed,
 def test_two_workers_running_at_once_never_send_the_same_record(settings, pro_plan):
     """Two outbox runs in parallel threads (each with its own database connection) share the work."""
     from billing.catalog import stripe_catalog_sync
-    from billing.fake_stripe import FakeStripe
+    from fakes.stripe_server import FakeStripe
     from tests.fake_stripe import SECRET_KEY
 
     fake = FakeStripe()
