@@ -34,6 +34,7 @@ from generation.pagination import newest_first_page
 from tenants.api import as_imagegate_error
 from tenants.errors import Conflict, ImagegateError, InvalidRequest, JobNotCancelable, NotFound, RateLimited
 from tenants.models import ApiKey, Organization
+from tenants.parsers import json_parse
 from tenants.selectors import organization_limits
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,8 @@ def batch_items_parse_jsonl(*, text: str) -> list:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            items.append(json.loads(line))
-        except ValueError:
-            raise InvalidRequest(f"Line {number} is not valid JSON.", param=f"line {number}") from None
+        # The API's one JSON reader: depth-bounded, no NUL anywhere (custom_id and keys included).
+        items.append(json_parse(line, param=f"line {number}"))
     return items
 
 
