@@ -9,7 +9,8 @@ from django.views.defaults import page_not_found, server_error
 from config.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
-API_PREFIXES = ("/v1/", "/v1beta/", "/v1beta1/")
+# Paths answered in the API's JSON error shape (signed image files included: API clients fetch them).
+API_PREFIXES = ("/v1/", "/v1beta/", "/v1beta1/", "/files/")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
