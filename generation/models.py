@@ -108,8 +108,9 @@ class ProviderAccount(models.Model):
             problems["base_url"] = (
                 "Only Google's API hosts (PROVIDER_BASE_URL_HOSTS) over https; http only for loopback."
             )
-        if self.credentials_ref and credentials_ref_problem(self.credentials_ref):
-            problems["credentials_ref"] = credentials_ref_problem(self.credentials_ref)
+        ref_problem = credentials_ref_problem(self.credentials_ref) if self.credentials_ref else None
+        if ref_problem:
+            problems["credentials_ref"] = ref_problem
         if problems:
             raise ValidationError(problems)
 

@@ -40,7 +40,7 @@ def error_response(request: HttpRequest, error: errors.ImagegateError) -> HttpRe
     response = renderer(error)
     response.accepted_renderer = JSONRenderer()
     response.accepted_media_type = "application/json"
-    response.renderer_context = {}
+    response.renderer_context = {}  # type: ignore[attr-defined]
     return response.render()
 
 
@@ -72,7 +72,7 @@ def _bound_body(request: HttpRequest) -> errors.ImagegateError | None:
         if len(body) > limit:
             return _too_large(limit)
         request.META["CONTENT_LENGTH"] = str(len(body))
-        request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[attr-defined]
+        request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[assignment]
     return None
 
 

@@ -12,7 +12,7 @@ import string
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -196,10 +196,10 @@ def email_verify(*, token: str, now: datetime | None = None) -> User | None:
         payload = signing.loads(token, salt=_VERIFY_SALT, max_age=settings.EMAIL_VERIFICATION_MAX_AGE_SECONDS)
     except (signing.BadSignature, ValueError, TypeError):
         return None
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
         return None
     pending = EmailVerification.objects.filter(
-        user_id=payload.get("u"), email__iexact=str(payload.get("e", "")), verified_at__isnull=True
+        user_id=payload["u"], email__iexact=str(payload.get("e", "")), verified_at__isnull=True
     )
     verification = pending.select_related("user").first()
     if verification is None or verification.user.email.lower() != verification.email.lower():
@@ -213,9 +213,12 @@ def user_email_verified(*, user: User) -> bool:
     return not EmailVerification.objects.filter(user=user, verified_at__isnull=True).exists()
 
 
-def user_require_verified_email(*, user: User | None) -> None:
-    """Live keys and paid plans are for verified addresses only (test mode is not)."""
-    if user is not None and not user_email_verified(user=user):
+def user_require_verified_email(*, user: User | AnonymousUser | None) -> None:
+    """Live keys and paid plans are for verified addresses only (test mode is not). None: a key
+    created by the platform itself (management commands), not by a person."""
+    if user is None:
+        return
+    if not isinstance(user, User) or not user_email_verified(user=user):
         raise EmailNotVerified(
             "Verify your e-mail address first: follow the link we sent you (the keys page can send it again)."
         )

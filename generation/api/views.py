@@ -216,6 +216,7 @@ class ApiDocsView(SpectacularRedocView):
         "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
     )
 
+    @extend_schema(exclude=True)
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         response["Content-Security-Policy"] = self.CONTENT_SECURITY_POLICY
