@@ -23,6 +23,7 @@ from tenants import errors
 
 QUERY_KEY_PARAMS = ("key", "api_key")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def error_response(request: HttpRequest, error: errors.ImagegateError) -> HttpResponse:
@@ -87,7 +88,15 @@ def _refusal(request: HttpRequest) -> errors.ImagegateError | None:
             if name in request.GET:
                 return errors.ApiKeyInQuery(param=name)
     if request.method in BODY_METHODS:
-        return _bound_body(request)
+        error = _bound_body(request)
+        if error is None and not is_api_path(request.path) and request.content_type in FORM_TYPES:
+            # Dashboard forms: fields a view looks up directly (a plan code, a role) would reach the
+            # database with the NUL. Django's CSRF check parses these bodies anyway; API views read
+            # their own bodies (JSON through tenants.parsers) and are left alone.
+            for name, values in request.POST.lists():
+                if "\x00" in name or any("\x00" in value for value in values):
+                    return errors.InvalidRequest("Form fields must not contain NUL characters.", param=name)
+        return error
     return None
 
 

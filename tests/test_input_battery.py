@@ -281,3 +281,12 @@ def test_auto_migration_to_a_successor_without_a_route(api, alice):
     )
     error = assert_refused(response, "/v1/generations")
     assert error["param"] == "model"
+
+
+def test_a_multipart_webhook_url_with_a_nul(api):
+    line = json.dumps({"custom_id": "a", "body": {"prompt": "p"}})
+    upload = SimpleUploadedFile("b.jsonl", line.encode(), content_type="application/jsonl")
+    response = api.post(
+        "/v1/batches", {"file": upload, "webhook_url": "https://hooks.example.com/\x00"}, format="multipart"
+    )
+    assert_refused(response, "/v1/batches")

@@ -55,3 +55,15 @@ def test_healthz_names_no_exception(monkeypatch):
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "error"
     assert b"Refused" not in response.content and b"db.internal" not in response.content
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/billing/checkout", {"plan": "pro\x00"}),
+        ("/organizations/switch", {"organization": "org_\x00"}),
+        ("/members/alice/role", {"role": "admin\x00"}),
+    ],
+)
+def test_nul_in_dashboard_form_fields_is_a_400(web, alice, path, data):
+    assert web(alice).post(path, data).status_code == 400

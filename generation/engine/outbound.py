@@ -89,6 +89,8 @@ def outbound_url_check(*, url: str, param: str = "url") -> tuple[str, int, list[
     WEBHOOK_ALLOW_PRIVATE_URLS is on (tests only)."""
     allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS
     try:
+        if not isinstance(url, str) or any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+            raise ValueError("control characters")  # a NUL would reach getaddrinfo as a ValueError
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
