@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -110,6 +111,9 @@ def signup(request):
             except ImagegateError as exc:
                 form.add_error(None, _error_message(exc))
                 return render(request, "registration/signup.html", {"form": form}, status=400)
+            except IntegrityError:  # the same name was signed up a moment ago: a conflict like above
+                signup_conflict_send(email=data["email"], username=data["username"], conflict="username")
+                return redirect("signup-sent")
             verification_send(user=user)
         else:
             signup_conflict_send(email=data["email"], username=data["username"], conflict=conflict)
