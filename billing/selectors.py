@@ -169,6 +169,11 @@ class UsageRow:
     amount: Decimal
 
 
+# Usage queries end at the day after `end` and default to whole months: dates this late would
+# overflow `date` (year 10000), so inputs after it are refused as invalid instead.
+LATEST_USAGE_DATE = date(9998, 12, 31)
+
+
 def organization_usage(*, organization: Organization, start: date, end: date) -> list[UsageRow]:
     """Images and amount per UTC day, billed tier and key, for start..end inclusive (live and test)."""
     rows = (

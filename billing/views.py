@@ -19,10 +19,11 @@ from rest_framework.response import Response
 from billing import errors, selectors, services, stripe_client
 from tenants.access import dashboard_access
 from tenants.api import OrganizationScopedAPIView
-from tenants.errors import InvalidRequest
+from tenants.errors import EmailNotVerified, InvalidRequest
 from tenants.models import ALL_TIERS, Organization, Plan
 from tenants.schema import ERRORS
 from tenants.selectors import billing_period_end, billing_period_start
+from tenants.services import user_require_verified_email
 
 MAX_USAGE_RANGE_DAYS = 366
 TIER_ORDER = {tier: index for index, tier in enumerate(ALL_TIERS)}
@@ -99,6 +100,10 @@ def billing_checkout(request: HttpRequest) -> HttpResponse:
     code = request.POST.get("plan", "").strip()
     plan = Plan.objects.filter(code=code).first() if code else None
     try:
+        user_require_verified_email(user=request.user)
+    except EmailNotVerified as exc:
+        return _message(request, organization, "Verify your e-mail address", exc.message, status=403)
+    try:
         if plan is None:
             raise InvalidRequest("Choose a plan to subscribe to.", param="plan")
         url = services.checkout_session_create(organization=organization, plan=plan)
@@ -151,9 +156,21 @@ def billing_cancel(request: HttpRequest) -> HttpResponse:
 # --- API: GET /v1/usage ------------------------------------------------------------------------
 
 
+def _usage_date(value: date) -> date:
+    if value > selectors.LATEST_USAGE_DATE:
+        raise serializers.ValidationError(f"Dates must be on or before {selectors.LATEST_USAGE_DATE}.")
+    return value
+
+
 class UsageQuerySerializer(serializers.Serializer):
     start = serializers.DateField(required=False, input_formats=["%Y-%m-%d"])
     end = serializers.DateField(required=False, input_formats=["%Y-%m-%d"])
+
+    def validate_start(self, value: date) -> date:
+        return _usage_date(value)
+
+    def validate_end(self, value: date) -> date:
+        return _usage_date(value)
 
     def validate(self, attrs):
         start: date | None = attrs.get("start")

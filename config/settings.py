@@ -19,6 +19,9 @@ SECRET_KEY = env_str("SECRET_KEY", "") or (
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is required when DEBUG is off")
+# Old keys still accepted when verifying signatures (sessions, signed image URLs, e-mail links) while
+# everything is re-signed with SECRET_KEY: rotate by moving the old key here (README "Security").
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # The address customers reach us at; used for signed image URLs and SDK snippets.
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -42,6 +45,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    # Before anything reads the body or looks a path up: size limits, NUL bytes, keys in URLs.
+    "tenants.middleware.RequestGuardMiddleware",
     "config.middleware.JsonGZipMiddleware",  # JSON only, never base64 image payloads (see its docstring)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -51,6 +56,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -194,7 +200,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tenants.parsers.JsonParser"],  # depth- and NUL-checked JSON
     "EXCEPTION_HANDLER": "tenants.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -217,6 +223,46 @@ SPECTACULAR_SETTINGS = {
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60
 # Fallback window for the per-organization request limit.
 RATE_LIMIT_WINDOW_SECONDS = 60
+
+# --- Security (README "Security") -------------------------------------------------------------
+# Request bodies larger than this are refused with 413 before they are read; /v1/batches (JSONL or
+# multipart uploads of up to BATCH_MAX_REQUESTS lines) has its own, larger limit.
+REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024, minimum=1024)
+BATCH_BODY_MAX_BYTES = env_int("BATCH_BODY_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+# Deepest nesting of arrays/objects accepted in a JSON body (deeper is a 400, never a RecursionError).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32, minimum=4)
+# Reverse proxies in front of gunicorn that append to X-Forwarded-For (nginx as documented: 1).
+# 0 trusts no header: the client is REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+# Client networks that may reach /admin/ (comma-separated CIDRs); empty: everywhere. Elsewhere 404.
+ADMIN_ALLOWED_IPS = env_list("ADMIN_ALLOWED_IPS", [])
+# Images a test-mode (free) key may generate per organization and UTC day; 429 test_mode_limit_exceeded.
+TEST_MODE_DAILY_IMAGES = env_int("TEST_MODE_DAILY_IMAGES", 1000, minimum=0)
+# Self-serve sign-ups verify their e-mail address through a signed link valid this long.
+EMAIL_VERIFICATION_MAX_AGE_SECONDS = env_int("EMAIL_VERIFICATION_MAX_AGE_SECONDS", 3 * 24 * 3600, minimum=60)
+# Provider-account secrets (ProviderAccount.credentials_ref): environment variables matching these
+# names ('*' wildcard) and files under this directory only, so an admin edit cannot read arbitrary
+# variables (STRIPE_SECRET_KEY) or files (/proc/self/environ).
+PROVIDER_SECRET_ENV_NAMES = env_list(
+    "PROVIDER_SECRET_ENV_NAMES", ["IMAGEGATE_PROVIDER_*", "GEMINI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS"]
+)
+PROVIDER_SECRETS_DIR = env_str("PROVIDER_SECRETS_DIR", "/run/secrets/imagegate")
+# Hosts a provider account's base_url may point at; anything else must be added here explicitly
+# (the fake upstream of development and tests: 127.0.0.1).
+PROVIDER_BASE_URL_HOSTS = env_list(
+    "PROVIDER_BASE_URL_HOSTS",
+    ["generativelanguage.googleapis.com", "aiplatform.googleapis.com", "*-aiplatform.googleapis.com"],
+)
+# Content-Security-Policy of every HTML page: our own static files only, no inline script or style.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    # Images of an S3-compatible store come from its own (presigned) host.
+    f"img-src 'self' data: blob:{' https:' if IMAGE_STORAGE_BUCKET else ''}; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
 
 # --- E-mail -----------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST", "")

@@ -11,6 +11,7 @@ urlpatterns = [
     path("members/<str:username>/remove", views.member_remove, name="member-remove"),
     path("members/invitations/<str:public_id>/revoke", views.invitation_revoke, name="invitation-revoke"),
     path("keys/", views.keys, name="keys"),
+    path("keys/verify-email", views.email_verification_resend, name="verify-email-resend"),
     path("keys/<str:public_id>/revoke", views.key_revoke, name="key-revoke"),
     path("playground/", views.playground, name="playground"),
     path("jobs/", views.jobs, name="jobs"),

@@ -20,7 +20,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 
 from config.redis_client import get_redis
-from tenants.errors import QuotaExceeded, RateLimited
+from tenants.errors import QuotaExceeded, RateLimited, TestModeLimitExceeded
 from tenants.models import Organization, QuotaPeriod, RateLimitCounter
 from tenants.selectors import billing_period_end, billing_period_start, organization_limits
 
@@ -98,10 +98,14 @@ class RateLimitResult:
         }
 
 
-def _incr_redis(client, key: str, window_start: int, window_seconds: int) -> int:
-    redis_key = f"{settings.REDIS_PREFIX}:rl:{key}:{window_start}"
+def _redis_key(key: str, window_start: int) -> str:
+    return f"{settings.REDIS_PREFIX}:rl:{key}:{window_start}"
+
+
+def _incr_redis(client, key: str, window_start: int, window_seconds: int, amount: int = 1) -> int:
+    redis_key = _redis_key(key, window_start)
     pipe = client.pipeline(transaction=False)
-    pipe.incr(redis_key)
+    pipe.incrby(redis_key, amount)
     pipe.expire(redis_key, window_seconds * 2)
     count, _ = pipe.execute()
     return int(count)
@@ -109,15 +113,15 @@ def _incr_redis(client, key: str, window_start: int, window_seconds: int) -> int
 
 _TABLE = RateLimitCounter._meta.db_table
 _UPSERT_SQL = (
-    f'INSERT INTO {_TABLE} ("key", window_start, count) VALUES (%s, %s, 1) '
-    f'ON CONFLICT ("key", window_start) DO UPDATE SET count = {_TABLE}.count + 1 '
+    f'INSERT INTO {_TABLE} ("key", window_start, count) VALUES (%s, %s, %s) '
+    f'ON CONFLICT ("key", window_start) DO UPDATE SET count = {_TABLE}.count + EXCLUDED.count '
     "RETURNING count"
 )
 
 
-def _incr_database(key: str, window_start: int, window_seconds: int) -> int:
+def _incr_database(key: str, window_start: int, window_seconds: int, amount: int = 1) -> int:
     with connection.cursor() as cursor:
-        cursor.execute(_UPSERT_SQL, [key, window_start])
+        cursor.execute(_UPSERT_SQL, [key, window_start, amount])
         (count,) = cursor.fetchone()
     if random.random() < 0.01:  # keep the table small without a scheduled job
         RateLimitCounter.objects.filter(window_start__lt=window_start - window_seconds).delete()
@@ -143,3 +147,35 @@ def rate_limit_hit(
         reset_at=reset_at,
         retry_after=max(1, math.ceil(reset_at - now)),
     )
+
+
+# --- Test-mode images per day -------------------------------------------------------------------
+DAY_SECONDS = 24 * 3600
+
+
+def test_images_reserve(*, organization: Organization, images: int, now: float | None = None) -> None:
+    """Count `images` against the organization's free test-mode allowance for this UTC day
+    (TEST_MODE_DAILY_IMAGES): test keys cost nothing and have no monthly quota, so without this the
+    sandbox's 4K/webp rendering would be free CPU for anyone who signs up. A refused request gives
+    its count back; images of accepted requests stay counted even if the job later fails."""
+    limit = settings.TEST_MODE_DAILY_IMAGES
+    now = time.time() if now is None else now
+    day = int(now // DAY_SECONDS) * DAY_SECONDS
+    key = f"test-images:{organization.public_id}"
+    client = get_redis()
+    if client is not None:
+        count = _incr_redis(client, key, day, DAY_SECONDS, images)
+        if count > limit:
+            client.decrby(_redis_key(key, day), images)
+    else:
+        # Inside the caller's transaction: the exception below rolls the increment back.
+        count = _incr_database(key, day, DAY_SECONDS, images)
+    if count > limit:
+        raise TestModeLimitExceeded(
+            f"Test keys of this organization may generate {limit} images per UTC day; this request "
+            f"needs {images} more. Use a live key, or retry after midnight UTC.",
+            retry_after=max(1, math.ceil(day + DAY_SECONDS - now)),
+        )
+
+
+test_images_reserve.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -249,3 +249,34 @@ class Invitation(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.accepted_at is None and self.revoked_at is None
+
+
+class LoginFailure(models.Model):
+    """Failed log-ins counted per throttling key (a user name, a client network, or both), for
+    exponential back-off (tenants.login_throttle). Rows of keys that stopped failing are deleted
+    on success or once stale; log-ins are rare enough for the database, even with Redis."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField()
+    blocked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"
+
+
+class EmailVerification(models.Model):
+    """The e-mail address of a self-serve sign-up, until and after it is verified.
+
+    Only self-serve sign-ups have a row: accounts created by an operator or through an invitation
+    (whose link was delivered to the address) count as verified. An unverified account may use test
+    keys; live keys and paid plans need `verified_at` (tenants.services.user_require_verified_email).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    email = models.EmailField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.email} ({'verified' if self.verified_at else 'unverified'})"

@@ -14,6 +14,7 @@ from generation.documents import job_document, job_render
 from generation.jobs.services import GenerationRequest
 from generation.models import Batch, Job, WebhookDelivery
 from tenants.errors import InvalidRequest
+from tenants.json_types import StrictTypesSerializer
 from tenants.models import Organization, Tier
 
 SAFETY_LEVELS = ["block_low_and_above", "block_medium_and_above", "block_only_high", "block_none"]
@@ -22,7 +23,9 @@ RESOLUTIONS = {"512": "512", "1k": "1K", "2k": "2K", "4k": "4K"}
 FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 
 
-class GenerationCreateInputSerializer(serializers.Serializer):
+class GenerationCreateInputSerializer(StrictTypesSerializer):
+    """JSON types are strict (`"count": "2"` is a 400), as the published schema says."""
+
     prompt = serializers.CharField(max_length=4000)
     tier = serializers.ChoiceField(choices=Tier.choices, required=False)
     model = serializers.CharField(max_length=100, required=False)

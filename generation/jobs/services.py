@@ -46,7 +46,13 @@ from generation.params import GenerationParams
 from tenants.admission import generation_admit
 from tenants.errors import NotFound
 from tenants.ids import new_public_id
-from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
+from tenants.limits import (
+    concurrency_acquire,
+    concurrency_release,
+    quota_release,
+    quota_reserve,
+    test_images_reserve,
+)
 from tenants.models import ApiKey, Organization
 from tenants.selectors import organization_limits
 
@@ -134,7 +140,11 @@ def job_submit(
         params["model_notice"] = plan.notice
     try:
         with transaction.atomic():
-            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            if livemode:
+                period = quota_reserve(organization=organization, images=request.count)
+            else:
+                period = None
+                test_images_reserve(organization=organization, images=request.count)
             concurrency_acquire(organization=organization)
             job = Job.objects.create(
                 **({"public_id": public_id} if public_id else {}),
