@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0005_organization_payment_failed_at'),
-        ('tenants', '0005_security_login_failure_email_verification'),
+        ("tenants", "0005_organization_payment_failed_at"),
+        ("tenants", "0005_security_login_failure_email_verification"),
     ]
 
-    operations = [
-    ]
+    operations = []
