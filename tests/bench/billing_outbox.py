@@ -242,7 +242,8 @@ def main() -> int:
         "stripe_images": sum(stripe_totals.values()),
         "totals_match": dict(ledger) == stripe_totals,
         "mismatched_keys": sorted(
-            f"{customer} {meter}: ledger {ledger.get((customer, meter), 0)} stripe {stripe_totals.get((customer, meter), 0)}"
+            f"{customer} {meter}: ledger {ledger.get((customer, meter), 0)}, "
+            f"Stripe {stripe_totals.get((customer, meter), 0)}"
             for customer, meter in set(ledger) | set(stripe_totals)
             if ledger.get((customer, meter), 0) != stripe_totals.get((customer, meter), 0)
         ),
@@ -251,11 +252,12 @@ def main() -> int:
     fake.stop()
     (workdir / "billing_outbox.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    match = "equal per customer and meter" if result["totals_match"] else "DIFFERENT"
     print(
-        f"\nbilling outbox: {result['events_per_s']} meter events/s carried {result['images_reported_per_s']} "
-        f"images/s; lag p50 {result['lag_p50_s']} s, max {result['lag_max_s']} s, final {result['lag_final_s']} s; "
-        f"ledger {result['ledger_images']} vs Stripe {result['stripe_images']} images "
-        f"({'equal per customer and meter' if result['totals_match'] else 'DIFFERENT'})"
+        f"\nbilling outbox: {result['events_per_s']} meter events/s carried "
+        f"{result['images_reported_per_s']} images/s; lag p50 {result['lag_p50_s']} s, "
+        f"max {result['lag_max_s']} s, final {result['lag_final_s']} s; ledger {result['ledger_images']} "
+        f"vs Stripe {result['stripe_images']} images ({match})"
     )
     return 0 if result["totals_match"] and final_lag == 0 else 1
 
