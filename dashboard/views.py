@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing import selectors as billing_selectors
 from billing.selectors import month_to_date_statement, organization_usage
 from dashboard import forms, selectors
 from dashboard.access import SESSION_ORGANIZATION, dashboard_view
@@ -619,4 +620,13 @@ def operator(request):
     overview = selectors.platform_overview()
     chart = overview.revenue_chart
     rows = list(zip(chart["labels"], chart["revenue"], chart["upstream_cost"], strict=True))
-    return render(request, "dashboard/operator.html", {"platform": overview, "revenue_rows": rows})
+    return render(
+        request,
+        "dashboard/operator.html",
+        {
+            "platform": overview,
+            "revenue_rows": rows,
+            "outbox": billing_selectors.billing_outbox_status(),
+            "billing_alerts": billing_selectors.billing_alerts_open(),
+        },
+    )
