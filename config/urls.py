@@ -5,7 +5,7 @@ from django.urls import include, path
 from billing.views import UsageView
 from config import views
 from dashboard.forms import ThrottledAuthenticationForm
-from generation import views as generation_views
+from generation.api import views as generation_views
 
 handler404 = "config.views.not_found"
 handler500 = "config.views.error"
@@ -23,9 +23,9 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("v1/openapi.json", generation_views.OpenApiSchemaView.as_view(), name="openapi-schema"),
     path("docs/api", generation_views.ApiDocsView.as_view(url_name="openapi-schema"), name="api-docs"),
-    path("", include("generation.compat.urls")),
+    path("", include("generation.api.compat.urls")),
     path("v1/", include("tenants.urls")),
-    path("v1/", include("generation.urls")),
+    path("v1/", include("generation.api.urls")),
     path("files/<str:public_id>.<str:ext>", generation_views.ImageFileView.as_view(), name="image-file"),
     path("v1/usage", UsageView.as_view(), name="usage"),
     path("", include("billing.urls")),

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
-from generation.serializers import RESOLUTIONS
+from generation.api.serializers import RESOLUTIONS
 from tenants.limits import rate_limit_hit
 from tenants.models import ApiKey, Membership, Organization, Tier
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.selectors import ZERO, organization_usage
-from generation.batches import batch_list
-from generation.health import circuits_open
+from generation.batches.services import batch_list
+from generation.engine.health import circuits_open
 from generation.models import Batch, Image, Job, Route, RouteStatsMinute
 from tenants.models import ALL_TIERS, ApiKey, Organization
 from tenants.selectors import billing_period_start, organization_overview
@@ -249,7 +249,7 @@ def platform_overview(
 # --- Batches --------------------------------------------------------------------------------
 def batches_with_counts(*, organization: Organization, limit: int = 5) -> list[tuple[Batch, dict[str, int]]]:
     """The newest batches with their item counts, in two queries whatever `limit` is. The arithmetic
-    is generation.batches.batch_counts' (a test holds them equal), grouped over several batches."""
+    is generation.batches.services.batch_counts' (a test holds them equal), grouped over several batches."""
     batches, _ = batch_list(organization=organization, limit=limit)
     rows = (
         Job.objects.filter(batch__in=batches)

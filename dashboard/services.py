@@ -1,7 +1,7 @@
 """Dashboard writes that are not tenant administration: the playground's generation requests and
 invitation e-mails.
 
-The playground submits through `generation.jobs.job_submit` with a key the user picks, after the
+The playground submits through `generation.jobs.services.job_submit` with a key the user picks, after the
 admission checks the API applies to that key (`tenants.admission`: usable key, active tenant,
 `generate` scope, payment state for live keys, the organization's per-minute limit), so quotas,
 concurrency, billing and routing are exactly those of an API request.
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 
-from generation.jobs import GenerationRequest, job_submit
+from generation.jobs.services import GenerationRequest, job_submit
 from generation.models import Job
 from tenants import errors
 from tenants.admission import api_key_check_usable, request_admit

@@ -23,12 +23,12 @@ from billing.selectors import month_to_date_statement, organization_usage
 from dashboard import forms, selectors
 from dashboard.access import SESSION_ORGANIZATION, dashboard_view
 from dashboard.services import invitation_send, playground_submit
-from generation.batches import batch_counts, batch_items
-from generation.jobs import GenerationRequest
+from generation.batches.services import batch_items
+from generation.documents import batch_counts, job_document, job_render
+from generation.jobs.selectors import job_get, models_for_organization
+from generation.jobs.services import GenerationRequest
 from generation.models import Batch, Job
-from generation.selectors import job_get, models_for_organization
-from generation.serializers import job_document, job_render
-from generation.webhooks import (
+from generation.webhooks.services import (
     webhook_deliveries,
     webhook_delivery_retry,
     webhook_endpoint_delete,

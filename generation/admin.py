@@ -110,7 +110,7 @@ class ImageInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    """Read-only: a job's state changes only through generation.jobs services."""
+    """Read-only: a job's state changes only through generation.jobs.services services."""
 
     list_display = (
         "public_id",
@@ -162,7 +162,7 @@ class RouteStatsMinuteAdmin(admin.ModelAdmin):
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):
-    """State changes only through generation.batches / generation.webhooks services."""
+    """State changes only through generation.batches.services / generation.webhooks.services services."""
 
     def has_add_permission(self, request):
         return False

@@ -16,10 +16,10 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
     """Create (or repair) the webhook re-drive schedule by name after every migrate: exactly one."""
     from django_q.models import Schedule
 
-    from generation.tasks import WEBHOOK_SCHEDULE_NAME
+    from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
 
     wanted = {
-        "func": "generation.tasks.redrive_webhooks",
+        "func": "generation.worker.tasks.redrive_webhooks",
         "schedule_type": Schedule.MINUTES,
         "minutes": 1,
         "repeats": -1,
@@ -36,6 +36,6 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
 def _start_runner(sender, proc_name, **kwargs) -> None:
     """Start the job runner as soon as a django-q2 worker process spawns, so its reaper and lease
     renewal run even before the first task arrives (a redeploy must pick up orphaned jobs)."""
-    from generation.runner import get_runner
+    from generation.worker.runner import get_runner
 
     get_runner()

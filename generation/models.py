@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.db import models
 
-from generation.providers.base import Credentials
+from generation.engine.providers.base import Credentials
 from tenants.ids import new_public_id
 from tenants.models import Tier
 

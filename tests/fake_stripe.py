@@ -1,7 +1,7 @@
 """pytest plugin: a fake Stripe on 127.0.0.1 that stripe-python talks to for real, and signed webhooks.
 
 Fixtures:
-  fake_stripe       a started `billing.fake_stripe.FakeStripe`, with settings pointing the app at it
+  fake_stripe       a started `fakes.stripe_server.FakeStripe`, with settings pointing the app at it
   stripe_catalog    fake_stripe after `stripe_sync` (product, meters, prices stored on the plans)
   stripe_webhook    post(event, *, timestamp=None, secret=None, client=None) -> response, signed
                     with `stripe.WebhookSignature.generate_signature_header` like Stripe signs
@@ -19,7 +19,7 @@ import pytest
 import stripe
 from django.test import Client
 
-from billing.fake_stripe import FakeStripe
+from fakes.stripe_server import FakeStripe
 
 WEBHOOK_SECRET = "whsec_test_imagegate_0123456789"
 SECRET_KEY = "sk_test_imagegate_fake"

@@ -19,9 +19,9 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from generation.dimensions import dimensions_for_model
-from generation.fake_upstream import FakeUpstream
-from generation.providers.base import Credentials, ProviderRequest, ProviderResult, Target
+from fakes.upstream import FakeUpstream
+from generation.engine.dimensions import dimensions_for_model
+from generation.engine.providers.base import Credentials, ProviderRequest, ProviderResult, Target
 
 API_KEY = "fake-upstream-key-7Qm2"
 PROJECT = "imagegate-test"

@@ -78,7 +78,7 @@ def _isolated_state(settings):
         keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}:*", count=1000))
         if keys:
             client.delete(*keys)
-    from generation import catalog
+    from generation.engine import catalog
 
     catalog.catalog_invalidate()
     yield
@@ -99,7 +99,7 @@ def org_c(pro_plan) -> Organization:
 def _stop_job_runner(django_db_setup, django_db_blocker):
     """Stop this process's job runner before the test databases are dropped (it holds connections)."""
     yield
-    from generation import runner
+    from generation.worker import runner
 
     if runner._runner is not None:
         with django_db_blocker.unblock():

@@ -10,9 +10,9 @@ from tenants.api import OrganizationScopedAPIView
 PUBLIC_ALLOWLIST: dict[str, str] = {
     "config.views.healthz": "load-balancer health check",
     "billing.webhooks.StripeWebhookView": "authenticated by Stripe's signature, not an API key",
-    "generation.views.ImageFileView": "authenticated by the signed, expiring URL",
-    "generation.views.OpenApiSchemaView": "public API description",
-    "generation.views.ApiDocsView": "public API docs",
+    "generation.api.views.ImageFileView": "authenticated by the signed, expiring URL",
+    "generation.api.views.OpenApiSchemaView": "public API description",
+    "generation.api.views.ApiDocsView": "public API docs",
 }
 
 

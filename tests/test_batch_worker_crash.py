@@ -7,8 +7,8 @@ import signal
 import pytest
 
 from billing.models import UsageRecord
-from generation import runner
 from generation.models import Batch, Job, ProviderAccount
+from generation.worker import runner
 from tenants.models import Organization, QuotaPeriod
 from tests.test_worker_crash import _kill, _start_cluster, _wait_for
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from django.core import mail
 
-from generation.catalog import catalog_invalidate
+from generation.engine.catalog import catalog_invalidate
 from generation.models import Job, ProviderAccount
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from billing import errors, stripe_client
-from billing.fake_stripe import parse_form
+from fakes.stripe_server import parse_form
 
 
 def test_bracket_encoding_is_decoded_like_stripe_does():

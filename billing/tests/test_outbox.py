@@ -429,7 +429,7 @@ def test_the_migration_reopens_skipped_usage_still_within_stripes_window(alice, 
 def test_two_workers_running_at_once_count_every_record_exactly_once(settings, pro_plan):
     """Two outbox runs in parallel threads (each with its own database connection) share the work."""
     from billing.catalog import stripe_catalog_sync
-    from billing.fake_stripe import FakeStripe
+    from fakes.stripe_server import FakeStripe
     from tests.fake_stripe import SECRET_KEY
 
     fake = FakeStripe()

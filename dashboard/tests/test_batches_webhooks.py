@@ -1,5 +1,5 @@
 """The Jobs page's batches with progress, the batch page, and the webhook section of Settings, all
-through generation.batches / generation.webhooks services."""
+through generation.batches.services / generation.webhooks.services services."""
 
 import re
 import time
@@ -8,9 +8,9 @@ import pytest
 from django.urls import reverse
 
 from dashboard.selectors import batches_with_counts
-from generation import webhooks
-from generation.batches import batch_counts
-from generation.catalog import catalog_invalidate
+from generation.documents import batch_counts
+from generation.engine import outbound
+from generation.engine.catalog import catalog_invalidate
 from generation.models import Batch, Job, ProviderAccount, WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,7 +78,7 @@ def test_grouped_counts_equal_the_batch_services(alice):
 
 
 def test_webhook_url_secret_shown_once_and_delivery_log(web, alice, bob, charlie, monkeypatch):
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: [PUBLIC])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: [PUBLIC])
     client = web(alice)
     response = client.post(reverse("dashboard:webhook-set"), {"url": "https://hooks.acme.example/imagegate"})
     assert response.status_code == 200
@@ -128,7 +128,7 @@ def test_webhook_url_secret_shown_once_and_delivery_log(web, alice, bob, charlie
 )
 def test_unsafe_webhook_urls_are_refused(web, alice, monkeypatch, settings, url, message):
     settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: ["10.0.0.7"])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: ["10.0.0.7"])
     response = web(alice).post(reverse("dashboard:webhook-set"), {"url": url})
     assert response.status_code == 400
     assert message in response.content.decode()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from django.test import Client
 
-from generation.catalog import catalog_invalidate
+from generation.engine.catalog import catalog_invalidate
 from generation.models import Job, ProviderAccount
 
 pytestmark = [

@@ -5,7 +5,7 @@ import time
 import pytest
 from django.urls import reverse
 
-from generation.catalog import catalog_invalidate
+from generation.engine.catalog import catalog_invalidate
 from generation.models import Job, ProviderAccount
 from tenants.models import QuotaPeriod
 from tenants.services import api_key_revoke

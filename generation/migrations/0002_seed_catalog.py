@@ -10,7 +10,7 @@ Google credentials are configured (GEMINI_API_KEY, or a Vertex service account).
 
 from django.db import migrations
 
-from generation.dimensions import GEMINI_FLASH_DIMENSIONS, GEMINI_PRO_DIMENSIONS, IMAGEN_DIMENSIONS
+from generation.engine.dimensions import GEMINI_FLASH_DIMENSIONS, GEMINI_PRO_DIMENSIONS, IMAGEN_DIMENSIONS
 
 SAFETY_LEVELS = ["block_low_and_above", "block_medium_and_above", "block_only_high", "block_none"]
 PERSON_GENERATION = ["dont_allow", "allow_adult", "allow_all"]

@@ -1,7 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from generation.jobs import GenerationRequest, job_submit
+from generation.jobs.services import GenerationRequest, job_submit
 from generation.models import ProviderAccount, Route
 
 

@@ -10,8 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from billing.models import UsageRecord
-from generation.batches import batch_feed
-from generation.catalog import catalog_invalidate
+from generation.batches.services import batch_feed
+from generation.engine.catalog import catalog_invalidate
 from generation.models import Batch, Job, ProviderAccount, WebhookDelivery
 from generation.tests.webhook_receiver import Receiver
 

@@ -1,6 +1,6 @@
 import pytest
 
-from generation.catalog import catalog_invalidate, route_plan
+from generation.engine.catalog import catalog_invalidate, route_plan
 from generation.models import ProviderAccount, UpstreamModel
 from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied
 

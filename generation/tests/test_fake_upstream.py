@@ -19,7 +19,7 @@ import pytest
 import time_machine
 from PIL import Image
 
-from generation.providers import vertex_auth
+from generation.engine.providers import vertex_auth
 from tests.fake_upstream import PROJECT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -524,14 +524,14 @@ def test_many_concurrent_requests_overlap(fake_upstream):
 
 
 @pytest.mark.slow
-def test_management_command_serves_the_fake():
+def test_module_entry_point_serves_the_fake():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [
         sys.executable,
-        "manage.py",
-        "fake_upstream",
+        "-m",
+        "fakes.upstream",
         "--port",
         str(port),
         "--latency-ms",

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from generation.providers import google_errors
-from generation.providers.base import (
+from generation.engine.providers import google_errors
+from generation.engine.providers.base import (
     UpstreamAuthError,
     UpstreamBadRequest,
     UpstreamConnectionError,

@@ -1,7 +1,7 @@
 import time
 from types import SimpleNamespace
 
-from generation.health import HealthBook
+from generation.engine.health import HealthBook
 
 
 def route(route_id, position=0):

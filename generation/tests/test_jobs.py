@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import UsageRecord
-from generation.jobs import (
+from generation.jobs.services import (
     DeliveredImage,
     GenerationRequest,
     LeaseLost,

@@ -8,10 +8,10 @@ from django.test import Client
 from PIL import Image as PILImage
 
 from billing.models import UsageRecord
-from generation.catalog import catalog_invalidate
-from generation.dimensions import GEMINI_FLASH_DIMENSIONS, IMAGEN_DIMENSIONS
+from generation.engine.catalog import catalog_invalidate
+from generation.engine.dimensions import GEMINI_FLASH_DIMENSIONS, IMAGEN_DIMENSIONS
 from generation.models import Job, ProviderAccount, Route, UpstreamModel
-from generation.runner import get_runner
+from generation.worker.runner import get_runner
 from tenants.models import QuotaPeriod
 
 pytestmark = pytest.mark.django_db(transaction=True)

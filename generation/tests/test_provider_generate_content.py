@@ -8,9 +8,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from generation.dimensions import GEMINI_FLASH_DIMENSIONS, GEMINI_PRO_DIMENSIONS
-from generation.providers import generate_content
-from generation.providers.base import (
+from generation.engine.dimensions import GEMINI_FLASH_DIMENSIONS, GEMINI_PRO_DIMENSIONS
+from generation.engine.providers import generate_content
+from generation.engine.providers.base import (
     ProviderRequest,
     UpstreamAuthError,
     UpstreamBadRequest,

@@ -7,9 +7,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from generation.dimensions import IMAGEN_DIMENSIONS
-from generation.providers import predict
-from generation.providers.base import (
+from generation.engine.dimensions import IMAGEN_DIMENSIONS
+from generation.engine.providers import predict
+from generation.engine.providers.base import (
     ProviderRequest,
     UpstreamAuthError,
     UpstreamBadRequest,

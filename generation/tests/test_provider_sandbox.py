@@ -7,9 +7,9 @@ import time
 import pytest
 from PIL import Image
 
-from generation.dimensions import GEMINI_FLASH_DIMENSIONS, IMAGEN_DIMENSIONS
-from generation.providers import generate_content, predict, provider_for, sandbox
-from generation.providers.base import ProviderRequest, Target, UpstreamBadRequest, UpstreamServerError
+from generation.engine.dimensions import GEMINI_FLASH_DIMENSIONS, IMAGEN_DIMENSIONS
+from generation.engine.providers import generate_content, predict, provider_for, sandbox
+from generation.engine.providers.base import ProviderRequest, Target, UpstreamBadRequest, UpstreamServerError
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.storage import default_storage
 from moto.server import ThreadedMotoServer
 
-from generation.storage import image_store, image_url
+from generation.engine.storage import image_store, image_url
 
 CREDENTIALS = {"aws_access_key_id": "test-key", "aws_secret_access_key": "test-secret"}
 

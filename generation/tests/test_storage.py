@@ -2,7 +2,7 @@ import io
 
 from PIL import Image as PILImage
 
-from generation.storage import image_dimensions, image_transcode, image_url, image_url_valid
+from generation.engine.storage import image_dimensions, image_transcode, image_url, image_url_valid
 
 
 def png(width=64, height=32) -> bytes:

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from generation.upstream_limits import LimitWaitExceeded, UpstreamLimiter
+from generation.engine.upstream_limits import LimitWaitExceeded, UpstreamLimiter
 
 
 def route(account_id=1, conc=2, rpm=None, ipm=None, timeout=1):

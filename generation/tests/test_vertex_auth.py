@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
-from generation.providers import generate_content, vertex_auth
-from generation.providers.base import (
+from generation.engine.providers import generate_content, vertex_auth
+from generation.engine.providers.base import (
     ProviderRequest,
     UpstreamAuthError,
     UpstreamConnectionError,

@@ -9,11 +9,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from generation import webhooks
-from generation.catalog import catalog_invalidate
+from generation.engine import outbound
+from generation.engine.catalog import catalog_invalidate
 from generation.models import ProviderAccount, WebhookDelivery, WebhookEndpoint
 from generation.tests.webhook_receiver import Receiver, self_signed_tls
-from generation.webhooks import webhook_deliveries_redrive, webhook_event_create
+from generation.webhooks import services as webhooks
+from generation.webhooks.services import webhook_deliveries_redrive, webhook_event_create
 
 PUBLIC_ADDRESS = "93.184.215.14"
 
@@ -113,7 +114,7 @@ def test_auth_and_scopes(alice, bob, anon):
 )
 def test_unsafe_urls_are_refused_at_save_time(alice, url, monkeypatch):
     monkeypatch.setattr(
-        webhooks,
+        outbound,
         "resolver",
         lambda host, port: {"localhost": ["127.0.0.1", "::1"]}.get(host, [PUBLIC_ADDRESS]),
     )
@@ -124,7 +125,7 @@ def test_unsafe_urls_are_refused_at_save_time(alice, url, monkeypatch):
 
 
 def test_a_hostname_resolving_to_a_private_address_is_refused(alice, monkeypatch):
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: [PUBLIC_ADDRESS, "10.1.2.3"])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: [PUBLIC_ADDRESS, "10.1.2.3"])
     response = alice.client().put("/v1/webhook", {"url": "https://hooks.example.com/x"}, format="json")
     assert_error(response, 400, "invalid_request", "url")
 
@@ -248,7 +249,7 @@ def test_gives_up_after_the_retry_window(alice, allow_private, receiver):
 
 def test_delivery_time_check_catches_dns_that_changed(alice, receiver, monkeypatch):
     addresses = {"hooks.example.com": [PUBLIC_ADDRESS]}
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: addresses[host])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: addresses[host])
     response = alice.client().put("/v1/webhook", {"url": "https://hooks.example.com/h"}, format="json")
     assert response.status_code == 200, response.content
     addresses["hooks.example.com"] = ["127.0.0.1"]  # rebinding: now points at us
@@ -324,7 +325,7 @@ def test_the_request_goes_to_the_checked_address_with_the_original_host(
 ):
     """hooks.invalid exists in no DNS: the delivery arrives only because the sender connects to the
     address it checked (the resolver's answer) instead of looking the name up again."""
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: ["127.0.0.1"])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: ["127.0.0.1"])
     port = receiver.server.server_address[1]
     url = f"http://hooks.invalid:{port}/in?source=imagegate"
     assert alice.client().put("/v1/webhook", {"url": url}, format="json").status_code == 200
@@ -349,7 +350,7 @@ def test_https_delivery_verifies_the_hostname_while_connecting_to_the_checked_ad
     to the checked IP address; a certificate for another name is refused."""
     tls, cert_path = self_signed_tls(certificate_for, tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", cert_path)  # trust our self-signed certificate
-    monkeypatch.setattr(webhooks, "resolver", lambda host, port: ["127.0.0.1"])
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: ["127.0.0.1"])
     server = Receiver(tls=tls)
     try:
         url = f"https://hooks.invalid:{server.server.server_address[1]}/h"
@@ -373,7 +374,7 @@ def test_production_path_sends_from_sender_threads_and_the_schedule_redrives(
 ):
     """Without the inline doorbell: the commit hook hands the delivery to a sender thread; a delivery
     whose process died before sending (still pending and due) goes out at the next scheduled run."""
-    from generation.tasks import redrive_webhooks
+    from generation.worker.tasks import redrive_webhooks
 
     settings.GENERATION_INLINE_DOORBELL = False
     alice.client().put("/v1/webhook", {"url": receiver.url}, format="json")

@@ -51,8 +51,8 @@ def photo_like_png(seed: int) -> bytes:
 
 
 def sandbox_png(index: int) -> bytes:
-    from generation.providers.base import ProviderRequest
-    from generation.providers.sandbox import render
+    from generation.engine.providers.base import ProviderRequest
+    from generation.engine.providers.sandbox import render
 
     request = ProviderRequest(prompt="a lighthouse at dusk", count=1, aspect_ratio="1:1", resolution="1K")
     return render(request, 1024, 1024, index)

@@ -198,8 +198,8 @@ class Stack:
             "fake_upstream",
             [
                 PYTHON,
-                "manage.py",
-                "fake_upstream",
+                "-m",
+                "fakes.upstream",
                 "--port",
                 str(self.fake_port),
                 "--latency-ms",

@@ -1,0 +1,185 @@
+"""The batch API (/v1/batches…): thin views over generation.batches.services."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from generation.batches.services import (
+    batch_cancel,
+    batch_create,
+    batch_get,
+    batch_items,
+    batch_items_parse_jsonl,
+    batch_list,
+    batch_results_lines,
+)
+from generation.documents import batch_document, batch_item_document
+from generation.pagination import page_cursor, page_limit, page_response
+from tenants.api import OrganizationScopedAPIView
+from tenants.errors import InvalidRequest
+from tenants.schema import ERRORS
+
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
+MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+# --- Batches ----------------------------------------------------------------------------------
+class BatchCreateInputSerializer(serializers.Serializer):
+    """For the schema: the JSON form. The same items may be uploaded as JSONL (one per line)."""
+
+    requests = inline_serializer(
+        "BatchRequestItem",
+        {"custom_id": serializers.CharField(max_length=64), "body": serializers.JSONField()},
+        many=True,
+    )
+    webhook_url = serializers.URLField(required=False)
+
+
+BATCH = inline_serializer(
+    "Batch",
+    {
+        "id": serializers.CharField(),
+        "object": serializers.CharField(),
+        "status": serializers.CharField(),
+        "counts": serializers.DictField(child=serializers.IntegerField()),
+        "webhook_url": serializers.CharField(allow_null=True),
+        "created_at": serializers.DateTimeField(),
+        "started_at": serializers.DateTimeField(allow_null=True),
+        "cancelled_at": serializers.DateTimeField(allow_null=True),
+        "finished_at": serializers.DateTimeField(allow_null=True),
+    },
+)
+
+
+def _batch_input(request) -> tuple[object, str | None]:
+    """(items, webhook_url) from a JSON body, a JSONL body, or a multipart JSONL file."""
+    content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+    if content_type == "multipart/form-data":
+        upload = request._request.FILES.get("file")
+        if upload is None:
+            raise InvalidRequest("Upload the JSONL as the multipart field 'file'.", param="file")
+        if upload.size > MAX_BODY_BYTES:
+            raise InvalidRequest("The file is too large.", param="file")
+        text = upload.read().decode("utf-8", errors="replace")
+        return batch_items_parse_jsonl(text=text), request._request.POST.get("webhook_url") or None
+    # Read the stream ourselves: Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) fits a typical
+    # API body, not 1,000 requests with long prompts; this endpoint has its own cap.
+    body = request._request.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequest(f"The request body is larger than {MAX_BODY_BYTES // 2**20} MB.")
+    text = body.decode("utf-8", errors="replace")
+    if content_type in JSONL_TYPES:
+        return batch_items_parse_jsonl(text=text), request.query_params.get("webhook_url") or None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise InvalidRequest("Malformed JSON body.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object with 'requests'.")
+    unknown = sorted(set(data) - {"requests", "webhook_url"})
+    if unknown:
+        raise InvalidRequest(f"Unknown parameter '{unknown[0]}'.", param=unknown[0])
+    return data.get("requests"), data.get("webhook_url")
+
+
+class BatchListCreateView(OrganizationScopedAPIView):
+    """POST: up to 1,000 generation requests as one batch (JSON, or JSONL body/upload).
+    GET: this organization's batches, newest first."""
+
+    required_scope = {"GET": "read", "POST": "generate"}
+
+    @extend_schema(
+        request={"application/json": BatchCreateInputSerializer, "application/jsonl": OpenApiTypes.STR},
+        responses={201: BATCH, **ERRORS},
+        parameters=[OpenApiParameter("webhook_url", str, description="With a JSONL body only.")],
+        operation_id="batches_create",
+    )
+    def post(self, request):
+        items, webhook_url = _batch_input(request)
+        batch = batch_create(
+            organization=self.organization, api_key=self.api_key, items=items, webhook_url=webhook_url
+        )
+        batch.refresh_from_db()
+        return Response(
+            batch_document(batch), status=201, headers={"Location": f"/v1/batches/{batch.public_id}"}
+        )
+
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-100")],
+        operation_id="batches_list",
+    )
+    def get(self, request):
+        batches, has_more = batch_list(
+            organization=self.organization,
+            cursor=page_cursor(request, prefix="batch"),
+            limit=page_limit(request),
+        )
+        return page_response(batches, has_more=has_more, render=batch_document)
+
+
+class BatchDetailView(OrganizationScopedAPIView):
+    required_scope = "read"
+
+    @extend_schema(responses={200: BATCH, **ERRORS}, operation_id="batches_retrieve")
+    def get(self, request, public_id: str):
+        return Response(batch_document(batch_get(organization=self.organization, public_id=public_id)))
+
+
+class BatchItemsView(OrganizationScopedAPIView):
+    required_scope = "read"
+
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        parameters=[
+            OpenApiParameter("cursor", int, description="next_cursor of the previous page"),
+            OpenApiParameter("limit", int, description="1-200, default 50"),
+        ],
+        operation_id="batches_items",
+    )
+    def get(self, request, public_id: str):
+        raw = request.query_params.get("cursor") or "0"
+        if not raw.isdigit():
+            raise InvalidRequest("cursor must be next_cursor from a previous page.", param="cursor")
+        batch, rows, next_cursor = batch_items(
+            organization=self.organization,
+            public_id=public_id,
+            cursor=int(raw),
+            limit=page_limit(request, default=50, maximum=200),
+        )
+        return Response(
+            {
+                "object": "list",
+                "data": [batch_item_document(batch, *row) for row in rows],
+                "has_more": next_cursor is not None,
+                "next_cursor": str(next_cursor) if next_cursor is not None else None,
+            }
+        )
+
+
+class BatchCancelView(OrganizationScopedAPIView):
+    required_scope = "generate"
+
+    @extend_schema(request=None, responses={200: BATCH, **ERRORS}, operation_id="batches_cancel")
+    def post(self, request, public_id: str):
+        return Response(batch_document(batch_cancel(organization=self.organization, public_id=public_id)))
+
+
+class BatchResultsView(OrganizationScopedAPIView):
+    required_scope = "read"
+
+    @extend_schema(
+        responses={(200, "application/jsonl"): OpenApiTypes.STR, **ERRORS}, operation_id="batches_results"
+    )
+    def get(self, request, public_id: str):
+        batch = batch_get(organization=self.organization, public_id=public_id)
+        lines = batch_results_lines(organization=self.organization, public_id=batch.public_id)
+        response = StreamingHttpResponse(lines, content_type="application/jsonl")
+        response["Content-Disposition"] = f'attachment; filename="{batch.public_id}-results.jsonl"'
+        return response

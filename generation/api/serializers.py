@@ -1,0 +1,147 @@
+"""Input validation and output shapes of the native generation API.
+
+Unknown parameters are rejected with a 400 naming them: a parameter is never silently dropped.
+Whether a route can honour a valid value (say, `seed` on a model without seeds) is checked next,
+against the catalog (generation/catalog.py), also before anything is reserved or queued.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from generation.documents import job_document, job_render
+from generation.jobs.services import GenerationRequest
+from generation.models import Job
+from tenants.errors import InvalidRequest
+from tenants.models import Organization, Tier
+
+SAFETY_LEVELS = ["block_low_and_above", "block_medium_and_above", "block_only_high", "block_none"]
+PERSON_GENERATION = ["dont_allow", "allow_adult", "allow_all"]
+RESOLUTIONS = {"512": "512", "1k": "1K", "2k": "2K", "4k": "4K"}
+FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+
+
+class GenerationCreateInputSerializer(serializers.Serializer):
+    prompt = serializers.CharField(max_length=4000)
+    tier = serializers.ChoiceField(choices=Tier.choices, required=False)
+    model = serializers.CharField(max_length=100, required=False)
+    aspect_ratio = serializers.RegexField(r"^\d{1,2}:\d{1,2}$", max_length=5, default="1:1")
+    count = serializers.IntegerField(min_value=1, max_value=4, default=1)
+    resolution = serializers.CharField(max_length=4, default="1K")
+    output_format = serializers.CharField(max_length=5, default="png")
+    compression_quality = serializers.IntegerField(
+        min_value=0, max_value=100, required=False, allow_null=True
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True)
+    negative_prompt = serializers.CharField(max_length=1000, required=False, allow_null=True)
+    safety_level = serializers.ChoiceField(choices=SAFETY_LEVELS, required=False, allow_null=True)
+    person_generation = serializers.ChoiceField(choices=PERSON_GENERATION, required=False, allow_null=True)
+    fallback = serializers.ChoiceField(choices=Organization.Fallback.values, required=False)
+    webhook_url = serializers.URLField(max_length=2000, required=False, allow_null=True)
+    metadata = serializers.DictField(
+        child=serializers.CharField(max_length=500, allow_blank=True), required=False
+    )
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: [f"Unknown parameter '{unknown[0]}'."]})
+        return super().to_internal_value(data)
+
+    def validate_resolution(self, value: str) -> str:
+        normalized = RESOLUTIONS.get(value.strip().lower())
+        if normalized is None:
+            raise serializers.ValidationError(f"Must be one of {', '.join(RESOLUTIONS.values())}.")
+        return normalized
+
+    def validate_output_format(self, value: str) -> str:
+        normalized = FORMATS.get(value.strip().lower())
+        if normalized is None:
+            raise serializers.ValidationError("Must be png, jpeg or webp.")
+        return normalized
+
+    def validate_prompt(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The prompt must not be empty.")
+        return value.strip()
+
+    def validate_webhook_url(self, value: str | None) -> str | None:
+        if value:
+            from generation.engine.outbound import outbound_url_check
+
+            try:
+                outbound_url_check(url=value, param="webhook_url")
+            except InvalidRequest as exc:
+                raise serializers.ValidationError(exc.message) from None
+        return value
+
+    def validate_metadata(self, value: dict) -> dict:
+        if len(value) > 16 or any(len(key) > 40 for key in value):
+            raise serializers.ValidationError("At most 16 keys of at most 40 characters.")
+        return value
+
+    def validate(self, attrs):
+        if attrs.get("compression_quality") is not None and attrs["output_format"] == "png":
+            raise serializers.ValidationError({"compression_quality": ["Applies only to jpeg and webp."]})
+        return attrs
+
+    def to_request(self) -> GenerationRequest:
+        return GenerationRequest(**self.validated_data)
+
+
+class ImageOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    url = serializers.CharField(allow_null=True)
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    mime_type = serializers.CharField(allow_null=True)
+    filtered = serializers.BooleanField()
+    filter_reason = serializers.CharField(allow_null=True)
+
+
+class JobUsageOutputSerializer(serializers.Serializer):
+    images = serializers.IntegerField()
+    amount = serializers.CharField()
+    currency = serializers.CharField()
+
+
+class ErrorOutputSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class JobOutputSerializer(serializers.Serializer):
+    """The Job resource. Fields are declared for the OpenAPI schema; `to_representation` is written
+    out by hand because it runs on every request that returns a job."""
+
+    id = serializers.CharField()
+    object = serializers.CharField()
+    status = serializers.ChoiceField(choices=Job.Status.choices)
+    livemode = serializers.BooleanField()
+    tier = serializers.CharField()
+    served_tier = serializers.CharField(allow_null=True)
+    model = serializers.CharField(allow_null=True)
+    route = serializers.CharField(allow_null=True)
+    fallback_reason = serializers.CharField(allow_null=True)
+    prompt = serializers.CharField()
+    count = serializers.IntegerField()
+    aspect_ratio = serializers.CharField()
+    resolution = serializers.CharField()
+    output_format = serializers.CharField()
+    seed = serializers.IntegerField(allow_null=True)
+    negative_prompt = serializers.CharField(allow_null=True)
+    images = ImageOutputSerializer(many=True)
+    usage = JobUsageOutputSerializer()
+    error = ErrorOutputSerializer(allow_null=True)
+    attempts = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True)
+    metadata = serializers.DictField()
+
+    def to_representation(self, job: Job | dict) -> dict:
+        document = job if isinstance(job, dict) else job_document(job, list(job.images.all()))
+        return job_render(document)

@@ -1,0 +1,329 @@
+"""Reads of the upstream catalog: which routes may serve a request, and what they can honour.
+
+The catalog is cached per process for a few seconds (`CATALOG_TTL_SECONDS`), so the hot path does
+not query four tables per image while admin edits still take effect within seconds. Credentials
+are resolved when the snapshot is built and only ever held in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from django.utils import timezone
+
+from generation.engine.providers.base import Credentials, Target
+from generation.models import ProviderAccount, Route, UpstreamModel
+from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
+from tenants.models import Tier
+
+CATALOG_TTL_SECONDS = 5.0
+
+# Names customers may send as `model` that mean a tier rather than a concrete model.
+TIER_ALIASES = {
+    "fast": Tier.FAST,
+    "standard": Tier.STANDARD,
+    "ultra": Tier.ULTRA,
+    "imagen-4-fast": Tier.FAST,
+    "imagen-4": Tier.STANDARD,
+    "imagen-4-standard": Tier.STANDARD,
+    "imagen-4-ultra": Tier.ULTRA,
+}
+
+# Where a saturated or failing tier may be served from, when the tenant's policy allows it.
+FALLBACK_TIERS = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
+
+# Request parameters checked against route capabilities, in the order errors are reported.
+_OPTIONAL_FEATURES = ("seed", "negative_prompt")
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    id: int
+    tier: str
+    position: int
+    label: str
+    account_id: int
+    account_name: str
+    account_kind: str
+    max_concurrency: int
+    requests_per_minute: int | None
+    images_per_minute: int | None
+    model_id: str
+    lifecycle: str
+    shutdown_date: date | None
+    successor_model_id: str | None
+    capabilities: dict
+    cost_per_image: dict
+    token_prices: dict
+    target: Target
+    has_credentials: bool
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.account_kind == ProviderAccount.Kind.SANDBOX
+
+    def is_retired(self, today: date) -> bool:
+        if self.lifecycle == UpstreamModel.Lifecycle.RETIRED:
+            return True
+        return self.shutdown_date is not None and today >= self.shutdown_date
+
+    def unsupported_param(self, params: dict) -> str | None:
+        """The first parameter this route cannot honour, or None."""
+        caps = self.capabilities
+        if params["aspect_ratio"] not in caps.get("aspect_ratios", []):
+            return "aspect_ratio"
+        if params["resolution"] not in caps.get("resolutions", []):
+            return "resolution"
+        if params["count"] > caps.get("max_images", 1):
+            return "count"
+        if params["output_format"] not in caps.get("output_formats", []):
+            return "output_format"
+        for feature in _OPTIONAL_FEATURES:
+            if params.get(feature) is not None and not caps.get(feature, False):
+                return feature
+        if params.get("safety_level") and params["safety_level"] not in caps.get("safety_levels", []):
+            return "safety_level"
+        if params.get("person_generation") and params["person_generation"] not in caps.get(
+            "person_generation", []
+        ):
+            return "person_generation"
+        return None
+
+    def upstream_cost(self, resolution: str, usage: dict | None, images: int) -> Decimal:
+        """What we paid: from token counts when the upstream reported them, else the price table."""
+        if self.is_sandbox or images == 0:
+            return Decimal("0")
+        prices = self.token_prices
+        if usage and prices and usage.get("imageTokenCount"):
+            million = Decimal(1_000_000)
+            image_tokens = Decimal(usage.get("imageTokenCount", 0))
+            text_out = (
+                Decimal(usage.get("candidatesTokenCount", 0))
+                - image_tokens
+                + Decimal(usage.get("thoughtsTokenCount", 0))
+            )
+            return (
+                image_tokens * Decimal(prices.get("image_output", "0"))
+                + Decimal(usage.get("promptTokenCount", 0)) * Decimal(prices.get("input", "0"))
+                + max(text_out, Decimal(0)) * Decimal(prices.get("text_output", "0"))
+            ) / million
+        value = self.cost_per_image.get(resolution)
+        return Decimal(str(value)) * images if value is not None else Decimal("0")
+
+
+def _effective_capabilities(model: UpstreamModel, kind: str) -> dict:
+    caps = dict(model.capabilities)
+    if kind == ProviderAccount.Kind.GEMINI_API:
+        for feature in caps.get("vertex_only", []):
+            caps[feature] = [] if isinstance(caps.get(feature), list) else False
+    return caps
+
+
+@dataclass
+class CatalogSnapshot:
+    routes: list[RouteSpec] = field(default_factory=list)
+    built_at: float = 0.0
+
+    def model_ids(self) -> set[str]:
+        return {route.model_id for route in self.routes}
+
+
+def build_snapshot() -> CatalogSnapshot:
+    routes = []
+    queryset = Route.objects.filter(enabled=True, account__enabled=True).select_related(
+        "account", "model", "model__successor"
+    )
+    for route in queryset:
+        account, model = route.account, route.model
+        credentials = account.resolve_credentials()
+        protocol = "sandbox" if account.kind == ProviderAccount.Kind.SANDBOX else model.protocol
+        caps = _effective_capabilities(model, account.kind)
+        target = Target(
+            kind=account.kind,
+            protocol=protocol,
+            base_url=account.effective_base_url,
+            model=model.model_id,
+            region=account.region,
+            credentials=credentials or Credentials(),
+            options={**account.options, **route.options},
+            dimensions=caps.get("dimensions", {}),
+            timeout_seconds=float(account.timeout_seconds),
+        )
+        routes.append(
+            RouteSpec(
+                id=route.id,
+                tier=route.tier,
+                position=route.position,
+                label=f"{account.name}/{model.model_id}",
+                account_id=account.id,
+                account_name=account.name,
+                account_kind=account.kind,
+                max_concurrency=account.max_concurrency,
+                requests_per_minute=account.requests_per_minute,
+                images_per_minute=account.images_per_minute,
+                model_id=model.model_id,
+                lifecycle=model.lifecycle,
+                shutdown_date=model.shutdown_date,
+                successor_model_id=model.successor.model_id if model.successor else None,
+                capabilities=caps,
+                cost_per_image=model.cost_per_image,
+                token_prices=model.token_prices,
+                target=target,
+                has_credentials=credentials is not None,
+            )
+        )
+    routes.sort(key=lambda r: (r.tier, r.position, r.id))
+    return CatalogSnapshot(routes=routes, built_at=time.monotonic())
+
+
+_cache_lock = threading.Lock()
+_cache: CatalogSnapshot | None = None
+
+
+def catalog_snapshot() -> CatalogSnapshot:
+    global _cache
+    snapshot = _cache
+    if snapshot is None or time.monotonic() - snapshot.built_at > CATALOG_TTL_SECONDS:
+        with _cache_lock:
+            if _cache is None or time.monotonic() - _cache.built_at > CATALOG_TTL_SECONDS:
+                _cache = build_snapshot()
+            snapshot = _cache
+    return snapshot
+
+
+def catalog_invalidate() -> None:
+    global _cache
+    with _cache_lock:
+        _cache = None
+
+
+def _usable(routes: list[RouteSpec], *, livemode: bool, today: date) -> list[RouteSpec]:
+    live = [r for r in routes if not r.is_sandbox and r.has_credentials and not r.is_retired(today)]
+    sandbox = [r for r in routes if r.is_sandbox and not r.is_retired(today)]
+    if not livemode:
+        return sandbox
+    # Live keys use Google; only while no Google credentials are configured at all for these
+    # routes (a fresh install) do they use the sandbox, which is never billed.
+    return live if any(not r.is_sandbox and r.has_credentials for r in routes) else sandbox
+
+
+@dataclass
+class RoutePlan:
+    """The routes that may serve one request, primary tier first, then allowed fallbacks."""
+
+    tier: str
+    model_id: str | None  # the concrete model that was pinned (after any automatic migration)
+    primary: list[RouteSpec]
+    fallback: list[RouteSpec]
+    notice: str = ""  # e.g. why a pinned model was migrated
+
+
+def _resolve_tier_or_model(model: str | None, tier: str | None) -> tuple[str | None, str | None]:
+    if model:
+        alias = TIER_ALIASES.get(model.strip().lower())
+        if alias is not None:
+            if tier and tier != alias:
+                raise InvalidRequest(
+                    f"model '{model}' means the {alias} tier but tier is '{tier}'.", param="tier"
+                )
+            return None, alias
+        return model.strip(), tier
+    return None, tier or Tier.FAST
+
+
+def route_plan(
+    *,
+    params: dict,
+    livemode: bool,
+    allowed_tiers: list[str],
+    fallback_policy: str,
+    auto_migrate_models: bool,
+    model: str | None = None,
+    tier: str | None = None,
+    snapshot: CatalogSnapshot | None = None,
+) -> RoutePlan:
+    """Choose the candidate routes and validate `params` against them. Raises a 400 naming the
+    first parameter no candidate route can honour, before anything is reserved or queued."""
+    snapshot = snapshot or catalog_snapshot()
+    today = timezone.now().date()
+    model_id, tier = _resolve_tier_or_model(model, tier)
+    notice = ""
+
+    if model_id is not None:
+        routes = [r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)]
+        if not routes:
+            known = sorted(snapshot.model_ids() | set(TIER_ALIASES))
+            raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
+        if all(r.is_retired(today) for r in routes):
+            retired = routes[0]
+            successor = retired.successor_model_id
+            if not (auto_migrate_models and successor):
+                raise ModelRetired(
+                    f"Model '{model_id}' was retired"
+                    + (f" on {retired.shutdown_date.isoformat()}" if retired.shutdown_date else "")
+                    + (f"; its successor is '{successor}'" if successor else "")
+                    + ". Pin the successor, or enable automatic model migration in your settings.",
+                    param="model",
+                )
+            notice = f"'{model_id}' is retired; served by its successor '{successor}'."
+            model_id = successor
+            routes = [
+                r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)
+            ]
+        tier = tier or routes[0].tier
+        routes = [r for r in routes if r.tier == tier]
+        fallback_tiers: list[str] = []  # a pinned model is never swapped for another tier's model
+    else:
+        routes = [r for r in snapshot.routes if r.tier == tier]
+        fallback_tiers = FALLBACK_TIERS.get(tier, []) if fallback_policy != "deny" else []
+
+    if tier not in allowed_tiers:
+        raise PermissionDenied(
+            f"Your plan does not include the {tier} tier (allowed: {', '.join(allowed_tiers)}).", param="tier"
+        )
+    primary = _usable(routes, livemode=livemode, today=today)
+    if not primary:
+        raise InvalidRequest(
+            f"No route can serve the {tier} tier right now.", param="model" if model_id else "tier"
+        )
+    primary = _filter_supported(primary, params, tier)
+
+    fallback: list[RouteSpec] = []
+    for fallback_tier in fallback_tiers:
+        if fallback_tier not in allowed_tiers and fallback_policy == "allow_billed_as_served":
+            continue  # billing at a tier the plan does not include would be a surprise
+        candidates = _usable(
+            [r for r in snapshot.routes if r.tier == fallback_tier], livemode=livemode, today=today
+        )
+        fallback += [r for r in candidates if r.unsupported_param(params) is None]
+    return RoutePlan(tier=tier, model_id=model_id, primary=primary, fallback=fallback, notice=notice)
+
+
+def _filter_supported(routes: list[RouteSpec], params: dict, tier: str) -> list[RouteSpec]:
+    supported = [r for r in routes if r.unsupported_param(params) is None]
+    if supported:
+        return supported
+    # Name the parameter that the routes reject, with what they do accept.
+    param = next(p for r in routes if (p := r.unsupported_param(params)))
+    caps = routes[0].capabilities
+    accepted = {
+        "aspect_ratio": caps.get("aspect_ratios"),
+        "resolution": caps.get("resolutions"),
+        "count": f"1-{caps.get('max_images', 1)}",
+        "output_format": caps.get("output_formats"),
+        "safety_level": caps.get("safety_levels"),
+        "person_generation": caps.get("person_generation"),
+    }.get(param)
+    value = params.get(param)
+    detail = (
+        f"; supported: {', '.join(accepted) if isinstance(accepted, list) else accepted}" if accepted else ""
+    )
+    if param in _OPTIONAL_FEATURES:
+        message = f"{param} is not supported by the {tier} tier's models ({routes[0].model_id}){detail}."
+    else:
+        message = f"{param} '{value}' is not supported by the {tier} tier{detail}."
+    raise InvalidRequest(message, param=param)

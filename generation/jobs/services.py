@@ -1,0 +1,448 @@
+"""Job lifecycle services: submit, claim, renew, finish, cancel, reap.
+
+Status machine: queued → running → succeeded | failed; queued | running → canceled; a running job
+whose lease expired (its worker died) is claimed again by the next worker that gets its doorbell.
+
+Invariants:
+- At most one worker executes a job at a time: `job_claim` is a conditional UPDATE (queued, or
+  running with an expired lease) that sets a lease owner; every later write is conditional on
+  `status = running AND lease_owner = me`, so a worker that lost its lease can change nothing.
+- The quota images (live keys) and the concurrency slot are taken in the transaction that inserts
+  the job, and given back exactly once, in the transaction that moves it to a terminal status.
+- Usage records are inserted in the same transaction as the success transition, one per delivered
+  image with a unique image id: an image is billed at most once, whatever the broker does.
+- The broker is only a doorbell: `job_reap` re-rings it for jobs whose message or worker was lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from functools import partial
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from generation.engine.catalog import RoutePlan, route_plan
+from generation.jobs.notifications import job_finished_publish
+from generation.models import Batch, Image, Job
+from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound
+from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
+from tenants.models import ApiKey, Organization
+from tenants.selectors import organization_limits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated generation request, in our vocabulary (see generation/serializers.py)."""
+
+    prompt: str
+    count: int = 1
+    tier: str | None = None
+    model: str | None = None
+    aspect_ratio: str = "1:1"
+    resolution: str = "1K"
+    output_format: str = "png"
+    compression_quality: int | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    safety_level: str | None = None
+    person_generation: str | None = None
+    fallback: str | None = None
+    webhook_url: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def params(self) -> dict:
+        return {
+            "count": self.count,
+            "aspect_ratio": self.aspect_ratio,
+            "resolution": self.resolution,
+            "output_format": self.output_format,
+            "compression_quality": self.compression_quality,
+            "seed": self.seed,
+            "negative_prompt": self.negative_prompt,
+            "safety_level": self.safety_level,
+            "person_generation": self.person_generation,
+        }
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- Submit ---------------------------------------------------------------------------------
+def _idempotent_match(organization: Organization, key: str, request_hash: str) -> Job | None:
+    existing = Job.objects.for_org(organization).filter(idempotency_key=key).first()
+    if existing is not None and existing.request_hash != request_hash:
+        raise IdempotencyConflict(param="Idempotency-Key")
+    return existing
+
+
+def job_plan(*, job: Job) -> RoutePlan:
+    """The candidate routes for a job (recomputed at execution: health and the catalog move)."""
+    organization = job.organization
+    return route_plan(
+        params=job.params,
+        livemode=job.livemode,
+        allowed_tiers=organization_limits(organization=organization).allowed_tiers,
+        fallback_policy=job.fallback_policy,
+        auto_migrate_models=organization.auto_migrate_models,
+        model=job.requested_model or None,
+        tier=job.tier,
+    )
+
+
+def request_plan(*, organization: Organization, api_key: ApiKey, request: GenerationRequest) -> RoutePlan:
+    """Check a request against the catalog and the organization's tiers (raises InvalidRequest and
+    friends); reserves nothing. Batches run it on every item before accepting any."""
+    return route_plan(
+        params=request.params(),
+        livemode=api_key.mode == ApiKey.Mode.LIVE,
+        allowed_tiers=organization_limits(organization=organization).allowed_tiers,
+        fallback_policy=request.fallback or organization.fallback_policy,
+        auto_migrate_models=organization.auto_migrate_models,
+        model=request.model,
+        tier=request.tier,
+    )
+
+
+def job_submit(
+    *,
+    organization: Organization,
+    api_key: ApiKey,
+    request: GenerationRequest,
+    idempotency_key: str | None = None,
+    public_id: str | None = None,
+    batch: Batch | None = None,
+    custom_id: str = "",
+) -> tuple[Job, bool]:
+    """Validate against the routes, reserve quota and concurrency, insert the job, ring the
+    doorbell on commit. Returns (job, created); an idempotent replay returns the original job.
+    `public_id` lets a caller register interest in the job before it exists (see JobWaiter).
+    `batch`/`custom_id` mark a batch item (unique per batch: an item is never submitted twice)."""
+    request_hash = request.fingerprint()
+    if idempotency_key:
+        existing = _idempotent_match(organization, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    livemode = api_key.mode == ApiKey.Mode.LIVE
+    fallback_policy = request.fallback or organization.fallback_policy
+    plan = request_plan(organization=organization, api_key=api_key, request=request)
+    params = request.params()
+    if plan.notice:
+        params["model_notice"] = plan.notice
+    try:
+        with transaction.atomic():
+            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            concurrency_acquire(organization=organization)
+            job = Job.objects.create(
+                **({"public_id": public_id} if public_id else {}),
+                organization=organization,
+                api_key=api_key,
+                livemode=livemode,
+                tier=plan.tier,
+                requested_model=request.model or "",
+                prompt=request.prompt,
+                count=request.count,
+                params=params,
+                fallback_policy=fallback_policy,
+                metadata=request.metadata,
+                webhook_url=request.webhook_url or "",
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                quota_period=period,
+                enqueued_at=timezone.now(),
+                batch=batch,
+                custom_id=custom_id,
+            )
+            transaction.on_commit(partial(job_enqueue, job.public_id))
+    except IntegrityError:
+        if idempotency_key:  # a concurrent request with the same key won the insert
+            existing = _idempotent_match(organization, idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        raise
+    return job, True
+
+
+def job_enqueue(public_id: str) -> None:
+    from generation.worker.tasks import enqueue_run_job
+
+    enqueue_run_job(public_id)
+
+
+# --- Execute --------------------------------------------------------------------------------
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+
+
+def job_claim(*, public_id: str, owner: str) -> bool:
+    """Take the job for `owner` if nobody holds a live lease on it. False when it is finished,
+    canceled, or running elsewhere (a duplicate or late doorbell: do nothing)."""
+    now = timezone.now()
+    claimable = Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+    updated = Job.objects.filter(
+        claimable, public_id=public_id, attempts__lt=settings.GENERATION_MAX_ATTEMPTS
+    ).update(
+        status=Job.Status.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=now + _lease(),
+        attempts=F("attempts") + 1,
+        started_at=Coalesce(F("started_at"), now),
+    )
+    return bool(updated)
+
+
+def job_load(*, public_id: str) -> Job:
+    return Job.objects.select_related("organization__plan").get(public_id=public_id)
+
+
+def job_renew_leases(*, public_ids: list[str], owner: str) -> set[str]:
+    """Extend our leases; returns the ids we still hold (others were canceled or taken over)."""
+    if not public_ids:
+        return set()
+    held = Job.objects.filter(public_id__in=public_ids, status=Job.Status.RUNNING, lease_owner=owner)
+    alive = set(held.values_list("public_id", flat=True))
+    if alive:
+        Job.objects.filter(public_id__in=alive, lease_owner=owner).update(
+            lease_expires_at=timezone.now() + _lease()
+        )
+    return alive
+
+
+@dataclass
+class DeliveredImage:
+    """One candidate, stored (or filtered), ready to be recorded."""
+
+    index: int
+    public_id: str
+    storage_path: str
+    width: int | None
+    height: int | None
+    mime_type: str
+    size_bytes: int
+    filtered: bool
+    filter_reason: str
+    served_tier: str
+    model: str
+    route: str
+    is_sandbox: bool
+
+
+class LeaseLost(Exception):
+    """The job is no longer ours (canceled, or the lease expired and another worker took it)."""
+
+
+def _release(job: Job, *, delivered: int) -> None:
+    if job.livemode and job.quota_period is not None:
+        quota_release(
+            organization_id=job.organization_id, images=job.count - delivered, period_start=job.quota_period
+        )
+    concurrency_release(organization_id=job.organization_id)
+
+
+def _finished(job: Job, images: list[Image], **fields) -> None:
+    """Reflect a terminal UPDATE on the in-memory job, record its webhook delivery, then, after
+    commit, tell the waiting request (with the finished job's document, so it need not read it
+    back) and top up its batch."""
+    for name, value in fields.items():
+        setattr(job, name, value)
+    from generation.batches.services import batch_job_finished
+    from generation.documents import job_document
+    from generation.webhooks.services import webhook_job_finished
+
+    document = job_document(job, images)
+    transaction.on_commit(partial(job_finished_publish, job.public_id, document))
+    # In the terminal transaction: the webhook delivery exists if and only if the job finished
+    # (it is sent after commit, and re-driven if this process dies first).
+    webhook_job_finished(job=job, document=document)
+    if job.batch_id is not None:  # the freed slot goes to the batch's next item (re-driven too)
+        transaction.on_commit(partial(_batch_hook, job.public_id, job.batch_id, batch_job_finished))
+
+
+def _batch_hook(job_public_id: str, batch_pk: int, hook) -> None:
+    try:
+        hook(job_public_id=job_public_id, batch_pk=batch_pk)
+    except Exception:  # noqa: BLE001 - the job is finished; the runner's feeder pass re-drives
+        logger.exception("job %s: batch hook failed", job_public_id)
+
+
+@transaction.atomic
+def job_succeed(
+    *,
+    job: Job,
+    owner: str,
+    images: list[DeliveredImage],
+    fallback_reason: str,
+    attempts_log: list[dict],
+    upstream_cost: Decimal,
+    error_code: str = "",
+    error_message: str = "",
+) -> None:
+    """Record the images and their usage and finish the job, all or nothing."""
+    now = timezone.now()
+    delivered = [image for image in images if not image.filtered]
+    plan = job.organization.plan
+    records = []
+    amount = Decimal("0")
+    for image in delivered:
+        billed_tier = job.tier if job.fallback_policy == "allow" else image.served_tier
+        unit_price = plan.price_for(billed_tier) if (job.livemode and not image.is_sandbox) else Decimal("0")
+        amount += unit_price
+        records.append(
+            UsageRecord(
+                organization_id=job.organization_id,
+                api_key_id=job.api_key_id,
+                job_public_id=job.public_id,
+                image_public_id=image.public_id,
+                livemode=job.livemode,
+                requested_tier=job.tier,
+                served_tier=image.served_tier,
+                billed_tier=billed_tier,
+                model=image.model,
+                route=image.route,
+                currency=plan.currency,
+                unit_price=unit_price,
+                amount=unit_price,
+                upstream_cost=upstream_cost / len(delivered),
+                created_at=now,
+            )
+        )
+    first = images[0] if images else None
+    fields = dict(
+        status=Job.Status.SUCCEEDED,
+        finished_at=now,
+        served_tier=first.served_tier if first else "",
+        served_model=first.model if first else "",
+        route=first.route if first else "",
+        fallback_reason=fallback_reason,
+        attempts_log=attempts_log,
+        images_delivered=len(delivered),
+        amount=amount,
+        currency=plan.currency,
+        upstream_cost=upstream_cost,
+        error_code=error_code,
+        error_message=error_message,
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=owner).update(**fields):
+        raise LeaseLost(job.public_id)
+    rows = [
+        Image(
+            public_id=image.public_id,
+            job_id=job.pk,
+            organization_id=job.organization_id,
+            index=image.index,
+            storage_path=image.storage_path,
+            width=image.width,
+            height=image.height,
+            mime_type=image.mime_type,
+            size_bytes=image.size_bytes,
+            filtered=image.filtered,
+            filter_reason=image.filter_reason,
+        )
+        for image in images
+    ]
+    Image.objects.bulk_create(rows)
+    UsageRecord.objects.bulk_create(records)
+    _release(job, delivered=len(delivered))
+    _finished(job, rows, **fields)
+
+
+@transaction.atomic
+def job_fail(
+    *,
+    job: Job,
+    owner: str | None,
+    code: str,
+    message: str,
+    attempts_log: list[dict] | None = None,
+    upstream_cost: Decimal = Decimal("0"),
+) -> bool:
+    """Finish as failed (nothing billed, everything released). `owner=None` is the reaper, which
+    may only fail a job nobody holds (queued, or running on an expired lease)."""
+    if owner:
+        claimed = Q(status=Job.Status.RUNNING, lease_owner=owner)
+    else:
+        claimed = Q(status=Job.Status.QUEUED) | Q(
+            status=Job.Status.RUNNING, lease_expires_at__lt=timezone.now()
+        )
+    fields = dict(
+        status=Job.Status.FAILED,
+        finished_at=timezone.now(),
+        error_code=code,
+        error_message=message[:2000],
+        attempts_log=attempts_log if attempts_log is not None else job.attempts_log,
+        upstream_cost=upstream_cost,
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    updated = Job.objects.filter(claimed, pk=job.pk).update(**fields)
+    if updated:
+        _release(job, delivered=0)
+        _finished(job, [], **fields)
+    return bool(updated)
+
+
+# --- Cancel ---------------------------------------------------------------------------------
+@transaction.atomic
+def job_cancel(*, organization: Organization, public_id: str) -> Job:
+    job = Job.objects.for_org(organization).filter(public_id=public_id).first()
+    if job is None:
+        raise NotFound(f"No generation {public_id}.", param="id")
+    job.organization = organization
+    fields = dict(
+        status=Job.Status.CANCELED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
+    )
+    updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+        **fields
+    )
+    if not updated:
+        job.refresh_from_db()
+        raise JobNotCancelable(f"Generation {public_id} already {job.status}.")
+    _release(job, delivered=0)
+    _finished(job, [], **fields)
+    return job
+
+
+# --- Reaper ---------------------------------------------------------------------------------
+def job_reap(*, now=None) -> dict[str, int]:
+    """Find jobs whose doorbell or worker was lost and ring again; fail those out of time or tries.
+
+    Safe to run anywhere, any number of times concurrently: every change is a conditional UPDATE,
+    and a re-rung doorbell for a job someone still holds is a no-op at claim time.
+    """
+    now = now or timezone.now()
+    counts = {"requeued": 0, "failed": 0}
+    deadline = now - timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
+    stale_enqueue = now - timedelta(seconds=settings.GENERATION_REENQUEUE_AFTER_SECONDS)
+    lost = Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+
+    for job in Job.objects.filter(lost, created_at__lt=deadline).select_related("organization"):
+        if job_fail(job=job, owner=None, code="timeout", message="The job could not be completed in time."):
+            counts["failed"] += 1
+    exhausted = Q(
+        status=Job.Status.RUNNING, lease_expires_at__lt=now, attempts__gte=settings.GENERATION_MAX_ATTEMPTS
+    )
+    for job in Job.objects.filter(exhausted).select_related("organization"):
+        if job_fail(job=job, owner=None, code="worker_lost", message="The job's workers stopped repeatedly."):
+            counts["failed"] += 1
+
+    candidates = Job.objects.filter(lost, enqueued_at__lt=stale_enqueue).values_list("pk", "public_id")[:500]
+    for pk, public_id in candidates:
+        if Job.objects.filter(lost, pk=pk, enqueued_at__lt=stale_enqueue).update(enqueued_at=now):
+            job_enqueue(public_id)
+            counts["requeued"] += 1
+    if counts["requeued"] or counts["failed"]:
+        logger.warning("job reaper: %s", counts)
+    return counts
