@@ -118,7 +118,7 @@ class LagSampler(threading.Thread):
 
 def main() -> int:
     args = arguments()
-    from billing.fake_stripe import FakeStripe
+    from fakes.stripe_server import FakeStripe
 
     fake = FakeStripe()
     stripe_base = fake.start()
