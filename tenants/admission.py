@@ -34,6 +34,11 @@ def request_admit(*, api_key: ApiKey, scope: str) -> RateLimitResult:
     if scope not in api_key.scopes:
         raise errors.PermissionDenied(f"This API key does not have the '{scope}' scope.")
     if scope == ApiKey.Scope.GENERATE and api_key.mode == ApiKey.Mode.LIVE:
+        if organization.plan.is_free:
+            raise errors.PaymentRequired(
+                f"Live images are not part of the {organization.plan.name} plan: use a test key (the "
+                "sandbox, free) or subscribe to a paid plan on the dashboard's billing page."
+            )
         from billing.selectors import live_generation_blocked  # billing depends on tenants
 
         if live_generation_blocked(organization=organization):
