@@ -14,7 +14,6 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
-
 from decimal import Decimal
 from functools import partial
 
@@ -115,9 +114,10 @@ def spend_reserve(
         within = Q() if cap is None else Q(spend_reserved__lte=cap - amount)
         if not month.filter(within).update(spend_reserved=F("spend_reserved") + amount):
             raise SpendCapExceeded(
-                f"This request may cost up to {_money(amount)} {organization.plan.currency}, which would exceed "
-                f"the organization's monthly spend cap of {_money(cap or ZERO)} until "
-                f"{billing_period_end(period_start).isoformat()}. Raise the cap in the dashboard's billing page."
+                f"This request may cost up to {_money(amount)} {organization.plan.currency}, which would "
+                f"exceed the organization's monthly spend cap of {_money(cap or ZERO)} until "
+                f"{billing_period_end(period_start).isoformat()}. Raise the cap on the dashboard's billing "
+                "page."
             )
         key_month = ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start)
         if not key_month.exists():
@@ -138,8 +138,8 @@ def spend_reserve(
             if api_key.monthly_spend_cap is not None:
                 caps.append(f"{_money(api_key.monthly_spend_cap)} {organization.plan.currency}")
             raise KeyCapExceeded(
-                f"This request ({images} image(s), up to {_money(amount)} {organization.plan.currency}) would "
-                f"exceed this API key's monthly cap of {' and '.join(caps)} until "
+                f"This request ({images} image(s), up to {_money(amount)} {organization.plan.currency}) "
+                f"would exceed this API key's monthly cap of {' and '.join(caps)} until "
                 f"{billing_period_end(period_start).isoformat()}."
             )
         return SpendReservation.objects.create(
@@ -245,11 +245,11 @@ def spend_alert_email_send(*, organization_id: int, threshold: int, spend: Decim
     return send_mail(
         subject=f"Imagegate: {organization.name} {over}",
         message=(
-            f"{organization.name} has spent {_money(spend)} {currency} this month, {threshold} % of its monthly "
-            f"spend cap of {_money(cap)} {currency}.\n\n"
+            f"{organization.name} has spent {_money(spend)} {currency} this month, {threshold} % of its "
+            f"monthly spend cap of {_money(cap)} {currency}.\n\n"
             + (
-                "Live requests that could go over the cap are refused (HTTP 429, spend_cap_exceeded) until the "
-                "cap is raised or the month ends.\n"
+                "Live requests that could go over the cap are refused (HTTP 429, spend_cap_exceeded) until "
+                "the cap is raised or the month ends.\n"
                 if threshold >= 100
                 else "Requests keep working until the cap is reached.\n"
             )
