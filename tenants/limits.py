@@ -39,6 +39,10 @@ from tenants.models import (
 from tenants.selectors import billing_period_end, billing_period_start, organization_limits
 
 ZERO = Decimal("0")
+# Amounts have 4 decimal places. SQLite keeps decimals as floating point, so a sum like 19 x 0.09 can
+# land a hair above 1.71; cap checks allow half of the smallest unit so that float noise never
+# refuses a request that fits (and never lets one through that does not).
+CAP_TOLERANCE = Decimal("0.00005")
 
 
 # --- Monthly image quota --------------------------------------------------------------------
@@ -111,7 +115,7 @@ def spend_reserve(
                 [QuotaPeriod(organization=organization, period_start=period_start)], ignore_conflicts=True
             )
         cap = organization.monthly_spend_cap
-        within = Q() if cap is None else Q(spend_reserved__lte=cap - amount)
+        within = Q() if cap is None else Q(spend_reserved__lte=cap - amount + CAP_TOLERANCE)
         if not month.filter(within).update(spend_reserved=F("spend_reserved") + amount):
             raise SpendCapExceeded(
                 f"This request may cost up to {_money(amount)} {organization.plan.currency}, which would "
@@ -128,7 +132,7 @@ def spend_reserve(
         if api_key.monthly_image_cap is not None:
             key_within &= Q(images_reserved__lte=api_key.monthly_image_cap - images)
         if api_key.monthly_spend_cap is not None:
-            key_within &= Q(spend_reserved__lte=api_key.monthly_spend_cap - amount)
+            key_within &= Q(spend_reserved__lte=api_key.monthly_spend_cap - amount + CAP_TOLERANCE)
         if not key_month.filter(key_within).update(
             images_reserved=F("images_reserved") + images, spend_reserved=F("spend_reserved") + amount
         ):
@@ -201,7 +205,7 @@ def spend_alerts_check(*, organization_id: int, period_start: date) -> list[int]
     for threshold in sorted(
         {int(t) for t in organization.spend_alert_thresholds or [] if 0 < int(t) <= 1000}
     ):
-        if used * 100 < cap * threshold:
+        if used * 100 < cap * threshold - CAP_TOLERANCE:
             break
         try:
             with transaction.atomic():
