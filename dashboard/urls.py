@@ -12,6 +12,7 @@ urlpatterns = [
     path("members/invitations/<str:public_id>/revoke", views.invitation_revoke, name="invitation-revoke"),
     path("keys/", views.keys, name="keys"),
     path("keys/<str:public_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("keys/<str:public_id>/caps", views.key_caps, name="key-caps"),
     path("playground/", views.playground, name="playground"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<str:public_id>/", views.job_detail, name="job-detail"),

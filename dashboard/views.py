@@ -306,6 +306,29 @@ def keys(request):
 
 @require_POST
 @dashboard_view(manage=True)
+def key_caps(request, public_id: str):
+    """Set a key's monthly image and spend caps (empty fields clear them)."""
+    api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
+    if api_key is None:
+        raise Http404("No such key.")
+    form = forms.ApiKeyCapsForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "; ".join(f"{form.fields[name].label}: {errors[0]}" for name, errors in form.errors.items()),
+        )
+        return redirect("dashboard:keys")
+    tenant_services.api_key_caps_set(
+        api_key=api_key,
+        monthly_image_cap=form.cleaned_data["monthly_image_cap"],
+        monthly_spend_cap=form.cleaned_data["monthly_spend_cap"],
+    )
+    messages.success(request, f"Caps of {api_key.name} ({api_key.masked}) saved.")
+    return redirect("dashboard:keys")
+
+
+@require_POST
+@dashboard_view(manage=True)
 def key_revoke(request, public_id: str):
     api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
     if api_key is None:

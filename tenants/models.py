@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from tenants.ids import new_api_key_id, new_invitation_id, new_organization_id
@@ -68,6 +69,12 @@ def default_spend_alert_thresholds() -> list[int]:
     return [80, 100]
 
 
+def validate_spend_alert_thresholds(value) -> None:
+    """Admin and forms: whole percentages 1-100 (tenants.services cleans them the same way)."""
+    if not isinstance(value, list) or not all(isinstance(t, int) and 1 <= t <= 100 for t in value):
+        raise ValidationError("A list of whole percentages between 1 and 100, e.g. [80, 100].")
+
+
 class OrganizationQuerySet(models.QuerySet):
     def active(self) -> OrganizationQuerySet:
         return self.filter(status=Organization.Status.ACTIVE)
@@ -115,6 +122,7 @@ class Organization(models.Model):
     spend_alert_thresholds = models.JSONField(
         default=default_spend_alert_thresholds,
         blank=True,
+        validators=[validate_spend_alert_thresholds],
         help_text="Percentages of the monthly spend cap at which owners are e-mailed, once each per month.",
     )
 

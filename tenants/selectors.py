@@ -90,12 +90,15 @@ def _remaining(cap: Any, used: Any) -> Any:
 
 
 def organization_spend_status(
-    *, organization: Organization, api_key: ApiKey, now: datetime | None = None
+    *, organization: Organization, api_key: ApiKey | None, now: datetime | None = None
 ) -> SpendStatus:
+    """The organization's month, and the key's when one is given (else its fields are empty)."""
     period_start = billing_period_start(now)
     limits = organization_limits(organization=organization)
     month = QuotaPeriod.objects.filter(organization=organization, period_start=period_start).first()
-    key_month = ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start).first()
+    key_month = (
+        ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start).first() if api_key else None
+    )
     images = month.images_reserved if month else 0
     spend = month.spend_reserved if month else Decimal("0")
     key_images = key_month.images_reserved if key_month else 0
@@ -111,12 +114,12 @@ def organization_spend_status(
         spend_remaining=_remaining(organization.monthly_spend_cap, spend),
         alert_thresholds=list(organization.spend_alert_thresholds or []),
         key_images_reserved=key_images,
-        key_image_cap=api_key.monthly_image_cap,
-        key_images_remaining=_remaining(api_key.monthly_image_cap, key_images),
+        key_image_cap=api_key.monthly_image_cap if api_key else None,
+        key_images_remaining=_remaining(api_key.monthly_image_cap if api_key else None, key_images),
         key_spend_reserved=key_spend,
         key_spend_used=key_month.spend_used if key_month else Decimal("0"),
-        key_spend_cap=api_key.monthly_spend_cap,
-        key_spend_remaining=_remaining(api_key.monthly_spend_cap, key_spend),
+        key_spend_cap=api_key.monthly_spend_cap if api_key else None,
+        key_spend_remaining=_remaining(api_key.monthly_spend_cap if api_key else None, key_spend),
     )
 
 
