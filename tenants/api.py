@@ -126,7 +126,7 @@ def as_imagegate_error(exc: Exception) -> errors.ImagegateError | None:
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
         return errors.MethodNotAllowed(str(exc.detail))
     if isinstance(exc, drf_exceptions.Throttled):
-        return errors.RateLimited(retry_after=int(exc.wait or 1))
+        return errors.RateLimited(retry_after=int(getattr(exc, "wait", None) or 1))
     return None
 
 

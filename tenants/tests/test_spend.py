@@ -14,7 +14,7 @@ from django.db import close_old_connections, connection, transaction
 from tenants.errors import KeyCapExceeded, SpendCapExceeded
 from tenants.limits import quota_reserve, spend_reserve, spend_settle
 from tenants.models import ApiKey, ApiKeyPeriod, Organization, QuotaPeriod, SpendAlert, SpendReservation
-from tests.personas import make_persona
+from tenants.services import api_key_create
 
 NOV = date(2026, 11, 1)
 PRICE = Decimal("0.0900")
@@ -24,6 +24,13 @@ PRICE = Decimal("0.0900")
 def clock():
     with time_machine.travel(datetime(2026, 11, 20, 12, tzinfo=UTC), tick=False) as traveller:
         yield traveller
+
+
+def live_key(organization, name: str) -> ApiKey:
+    key, _ = api_key_create(
+        organization=organization, name=name, mode="live", scopes=["generate"], created_by=None
+    )
+    return key
 
 
 def reserve(organization, api_key, job, images=1, unit_price=PRICE):
@@ -98,7 +105,7 @@ def test_the_organization_spend_cap_covers_every_key(alice, clock):
     org = alice.organization
     Organization.objects.filter(pk=org.pk).update(monthly_spend_cap=Decimal("0.20"))
     org.refresh_from_db()
-    other = make_persona("dave", org, role="admin", scopes=["generate"], live=True).live_key
+    other = live_key(org, "dave")
     reserve(org, alice.live_key, "gen_1", images=1)
     reserve(org, other, "gen_2", images=1)
 
@@ -194,9 +201,9 @@ def test_50_concurrent_requests_never_exceed_a_key_cap_or_the_organization_spend
     org = organization_create(name="Burst", plan=pro_plan)
     org.monthly_spend_cap = 20 * PRICE
     org.save()
-    capped = make_persona("erin", org, role="owner", scopes=["generate"], live=True).live_key
+    capped = live_key(org, "erin")
     ApiKey.objects.filter(pk=capped.pk).update(monthly_image_cap=7)
-    uncapped = make_persona("frank", org, role="admin", scopes=["generate"], live=True).live_key
+    uncapped = live_key(org, "frank")
     reserve(org, uncapped, "warmup")  # the month rows exist: the race is on the conditional UPDATEs
     reserve(org, capped, "warmup-capped")
 

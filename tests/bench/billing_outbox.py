@@ -53,6 +53,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--outbox-processes", type=int, default=2)
     parser.add_argument("--interval", type=float, default=60.0, help="Seconds between runs of one process.")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="Usage records already waiting when the outbox starts (headroom: how fast it drains them).",
+    )
     return parser.parse_args()
 
 
@@ -154,7 +160,21 @@ def main() -> int:
     customers = {org.pk: org.billing_account.stripe_customer_id for org in organizations}
     event_names = dict(BillingMeter.objects.values_list("tier", "event_name"))
 
+    rng = random.Random(20261201)
+
+    def new_record():
+        return usage_record_create(
+            organization=rng.choice(organizations),
+            tier=rng.choices(["fast", "standard", "ultra"], weights=[6, 3, 1])[0],
+            created_at=timezone.now(),
+            save=False,
+        )
+
+    for start in range(0, args.backlog, 1000):
+        UsageRecord.objects.bulk_create([new_record() for _ in range(min(1000, args.backlog - start))])
+
     outboxes: list[subprocess.Popen] = []
+    outbox_started = time.monotonic()
     for number in range(args.outbox_processes):
         log = open(workdir / f"outbox-{number}.log", "wb")  # noqa: SIM115 - lives as long as the process
         outboxes.append(
@@ -172,7 +192,6 @@ def main() -> int:
 
     sampler = LagSampler()
     sampler.start()
-    rng = random.Random(20261201)
     images = int(args.rate * args.minutes * 60)
     started = time.monotonic()
     behind = 0.0
@@ -183,13 +202,9 @@ def main() -> int:
             time.sleep(wait)
         else:
             behind = max(behind, -wait)
-        record = usage_record_create(
-            organization=rng.choice(organizations),
-            tier=rng.choices(["fast", "standard", "ultra"], weights=[6, 3, 1])[0],
-            created_at=timezone.now(),
-            save=False,
-        )
-        UsageRecord.objects.bulk_create([record])  # one committed transaction per image, like the engine
+        UsageRecord.objects.bulk_create(
+            [new_record()]
+        )  # one committed transaction per image, like the engine
     generated = time.monotonic() - started
     drain_deadline = time.monotonic() + args.drain_timeout
     while sampler.lag() > 0 and time.monotonic() < drain_deadline:
@@ -218,9 +233,11 @@ def main() -> int:
     lags = [lag for _, lag in sampler.samples]
     duration = drained_at - started
     result = {
-        "images": images,
+        "images": images + args.backlog,
+        "backlog": args.backlog,
+        "backlog_drain_s": round(drained_at - outbox_started, 1) if args.backlog and not images else None,
         "rate_target": args.rate,
-        "rate_achieved": round(images / generated, 1),
+        "rate_achieved": round(images / generated, 1) if images else 0.0,
         "generator_max_behind_s": round(behind, 3),
         "customers": args.customers,
         "outbox_processes": args.outbox_processes,
