@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,6 +44,17 @@ ZERO = Decimal("0")
 # land a hair above 1.71; cap checks allow half of the smallest unit so that float noise never
 # refuses a request that fits (and never lets one through that does not).
 CAP_TOLERANCE = Decimal("0.00005")
+
+# Consumers of "a spend threshold was reached" (called in the transaction that records it, once per
+# threshold per month), registered in their AppConfig.ready(): generation's webhooks add the signed
+# `spend.threshold_reached` event. The owners' e-mail is sent here, after commit.
+SpendThresholdHook = Callable[..., object]
+SPEND_THRESHOLD_HOOKS: list[SpendThresholdHook] = []
+
+
+def spend_threshold_hook_register(hook: SpendThresholdHook) -> None:
+    if hook not in SPEND_THRESHOLD_HOOKS:
+        SPEND_THRESHOLD_HOOKS.append(hook)
 
 
 # --- Monthly image quota --------------------------------------------------------------------
@@ -202,14 +214,13 @@ def spend_alerts_check(*, organization_id: int, period_start: date) -> list[int]
         .first()
     ) or ZERO
     reached = []
-    for threshold in sorted(
-        {int(t) for t in organization.spend_alert_thresholds or [] if 0 < int(t) <= 1000}
-    ):
+    thresholds = {t for t in organization.spend_alert_thresholds or [] if isinstance(t, int) and 0 < t <= 100}
+    for threshold in sorted(thresholds):
         if used * 100 < cap * threshold - CAP_TOLERANCE:
             break
         try:
             with transaction.atomic():
-                SpendAlert.objects.create(
+                alert = SpendAlert.objects.create(
                     organization=organization,
                     period_start=period_start,
                     threshold=threshold,
@@ -219,6 +230,8 @@ def spend_alerts_check(*, organization_id: int, period_start: date) -> list[int]
         except IntegrityError:
             continue  # already sent this month
         reached.append(threshold)
+        for hook in SPEND_THRESHOLD_HOOKS:
+            hook(organization=organization, alert=alert)
         transaction.on_commit(
             partial(
                 spend_alert_email_send,

@@ -138,3 +138,34 @@ def test_a_finished_job_settles_its_reservation_to_what_it_cost(alice, live):  #
     )
     month = QuotaPeriod.objects.get(organization=alice.organization)
     assert (month.spend_reserved, month.spend_used) == (price, price)
+
+
+@pytest.mark.django_db
+def test_a_reached_threshold_is_also_a_signed_webhook_event_once(alice, settings):
+    from django.db import transaction
+
+    from generation.models import WebhookDelivery, WebhookEndpoint
+    from tenants.limits import quota_reserve, spend_reserve, spend_settle
+
+    org = alice.organization
+    WebhookEndpoint.objects.create(organization=org, url="https://hooks.example.com/imagegate", enabled=True)
+    Organization.objects.filter(pk=org.pk).update(
+        monthly_spend_cap=Decimal("1.00"), spend_alert_thresholds=[50]
+    )
+    org.refresh_from_db()
+    for number in range(3):
+        with transaction.atomic():
+            quota_reserve(organization=org, images=3)
+            spend_reserve(
+                organization=org,
+                api_key=alice.live_key,
+                job_public_id=f"gen_{number}",
+                images=3,
+                unit_price=Decimal("0.10"),
+            )
+        spend_settle(job_public_id=f"gen_{number}", images=3, amount=Decimal("0.30"))
+
+    (delivery,) = WebhookDelivery.objects.filter(event="spend.threshold_reached")
+    assert delivery.url == "https://hooks.example.com/imagegate"
+    assert delivery.payload["threshold_percent"] == 50
+    assert delivery.payload["spend"] == "0.6000" and delivery.payload["monthly_cap"] == "1.00"
