@@ -16,7 +16,8 @@ Each step is safe to run in any number of processes at once:
    (timeout, 5xx, connection error) marks the report in doubt: it is retried with backoff only while
    Stripe's 24 h identifier dedupe still covers the first in-doubt attempt; after that it waits for
    reconciliation (`billing.reconciliation`), which reads Stripe's summaries instead of resending.
-A run drains (aggregate, send, repeat) until nothing is due or its time budget is spent.
+A run drains the backlog it finds (aggregate, send, repeat while batches come back full) within its
+time budget; usage arriving meanwhile waits for the next run, so a minute travels in few events.
 """
 
 from __future__ import annotations
@@ -487,12 +488,15 @@ def usage_outbox_process(*, batch_size: int | None = None) -> OutboxRunResult:
     result.skipped = usage_mark_unreportable(now=now)
     result.expired, result.overdue, result.waiting = usage_expire_and_alert(now=now)
     batch_size = batch_size or settings.BILLING_OUTBOX_BATCH_SIZE
+    aggregate_limit = settings.BILLING_OUTBOX_AGGREGATE_BATCH_SIZE
     while time.monotonic() - started < budget:
-        records, reports = usage_aggregate(limit=settings.BILLING_OUTBOX_AGGREGATE_BATCH_SIZE)
+        records, reports = usage_aggregate(limit=aggregate_limit)
         result.aggregated += records
         result.reports_created += reports
         claimed = _send_due(result=result, batch_size=batch_size, lease=lease, started=started, budget=budget)
-        if not records and not claimed:
+        # Go on only while a backlog is left (a full batch either way). Usage that arrived during this
+        # pass waits for the next run, so a minute's images travel in one event, not in one per pass.
+        if records < aggregate_limit and claimed < batch_size:
             break
     if result.failed_attempts:
         logger.warning(
