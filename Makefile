@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 	$(BIN)/python tests/bench/compression.py
 	$(BIN)/python tests/bench/batch_fairness.py
+	$(BIN)/python tests/bench/billing_outbox.py $(BILLING_BENCH_ARGS)
 
 # The wheel ships the product only: no fake servers, no tests.
 wheel-check: $(STAMP)

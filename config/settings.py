@@ -340,16 +340,29 @@ STRIPE_TIMEOUT_SECONDS = env_float("STRIPE_TIMEOUT_SECONDS", 10.0)
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
 # How long live generation keeps working after a failed invoice payment before it answers 402.
 BILLING_GRACE_PERIOD_DAYS = env_int("BILLING_GRACE_PERIOD_DAYS", 7, minimum=0)
-# Meter-event outbox (billing.outbox): rows claimed per run, wall-clock budget per run, retry backoff.
+# Meter-event outbox (billing.outbox): meter reports claimed per send batch, usage records aggregated
+# per transaction, wall-clock budget per run (a run drains until nothing is due), retry backoff.
 BILLING_OUTBOX_BATCH_SIZE = env_int("BILLING_OUTBOX_BATCH_SIZE", 500, minimum=1)
+BILLING_OUTBOX_AGGREGATE_BATCH_SIZE = env_int("BILLING_OUTBOX_AGGREGATE_BATCH_SIZE", 20000, minimum=1)
 BILLING_OUTBOX_TIME_BUDGET_SECONDS = env_int("BILLING_OUTBOX_TIME_BUDGET_SECONDS", 35, minimum=1)
 BILLING_OUTBOX_RETRY_BASE_SECONDS = env_int("BILLING_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=1)
 BILLING_OUTBOX_RETRY_MAX_SECONDS = env_int("BILLING_OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1)
 # Unsent usage older than this raises an operator alert; Stripe refuses meter events older than 35 days.
 BILLING_OUTBOX_ALERT_AGE_DAYS = env_int("BILLING_OUTBOX_ALERT_AGE_DAYS", 30, minimum=1)
-# Usage of an organization without a billable subscription is marked not reportable only once it is
-# this old, so a subscription whose webhook is still on its way does not lose its first images.
-BILLING_UNSUBSCRIBED_SETTLE_SECONDS = env_int("BILLING_UNSUBSCRIBED_SETTLE_SECONDS", 600, minimum=0)
+# Live usage of an organization without a billable subscription waits for one (never skipped); past
+# this many days an operator alert says so (it becomes unreportable at Stripe's 35 days).
+BILLING_OUTBOX_WAITING_ALERT_DAYS = env_int("BILLING_OUTBOX_WAITING_ALERT_DAYS", 7, minimum=1)
+# Stripe deduplicates meter event identifiers for 24 h: a send in doubt is retried only while its
+# first in-doubt attempt is younger than this; after that reconciliation decides (never a blind resend).
+BILLING_OUTBOX_RESEND_WINDOW_HOURS = env_int("BILLING_OUTBOX_RESEND_WINDOW_HOURS", 23, minimum=1)
+if BILLING_OUTBOX_RESEND_WINDOW_HOURS >= 24:
+    raise ImproperlyConfigured(
+        "BILLING_OUTBOX_RESEND_WINDOW_HOURS must stay below Stripe's 24 h dedupe window"
+    )
+# Reconciliation (billing.reconciliation): how long Stripe's summaries may lag behind accepted events,
+# and how many days back the hourly audit compares ledger and Stripe per customer, meter and day.
+BILLING_RECONCILE_SETTLE_SECONDS = env_int("BILLING_RECONCILE_SETTLE_SECONDS", 3600, minimum=0)
+BILLING_RECONCILE_DAYS = env_int("BILLING_RECONCILE_DAYS", 2, minimum=1)
 if STRIPE_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured(f"STRIPE_TIMEOUT_SECONDS must be > 0, got {STRIPE_TIMEOUT_SECONDS}")
 # One Stripe call lasts at most 2 x STRIPE_TIMEOUT_SECONDS (connect + read).
@@ -358,5 +371,5 @@ if BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 * STRIPE_TIMEOUT_SECONDS >= int(str(Q_
         "BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 x STRIPE_TIMEOUT_SECONDS must stay below the task timeout "
         f"({Q_CLUSTER['timeout']} s), or a worker could be killed in the middle of a send"
     )
-# stripe-python logs every request at INFO; the outbox sends one per image.
+# stripe-python logs every request at INFO.
 LOGGING["loggers"] = {**LOGGING["loggers"], "stripe": {"level": "WARNING"}}  # type: ignore[dict-item]

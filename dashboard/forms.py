@@ -150,6 +150,15 @@ class ApiKeyCreateForm(forms.Form):
     )
 
 
+class ApiKeyCapsForm(forms.Form):
+    """A live key's monthly caps; empty means no cap."""
+
+    monthly_image_cap = forms.IntegerField(min_value=0, required=False, label="Monthly image cap")
+    monthly_spend_cap = forms.DecimalField(
+        min_value=0, max_digits=12, decimal_places=2, required=False, label="Monthly spend cap"
+    )
+
+
 class PlaygroundForm(forms.Form):
     api_key = forms.ChoiceField(label="API key")
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=4000)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("keys/", views.keys, name="keys"),
     path("keys/verify-email", views.email_verification_resend, name="verify-email-resend"),
     path("keys/<str:public_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("keys/<str:public_id>/caps", views.key_caps, name="key-caps"),
     path("playground/", views.playground, name="playground"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<str:public_id>/", views.job_detail, name="job-detail"),

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing import selectors as billing_selectors
 from billing.selectors import month_to_date_statement, organization_usage
 from config.client_address import client_bucket
 from dashboard import forms, selectors
@@ -356,6 +357,29 @@ def keys(request):
 
 @require_POST
 @dashboard_view(manage=True)
+def key_caps(request, public_id: str):
+    """Set a key's monthly image and spend caps (empty fields clear them)."""
+    api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
+    if api_key is None:
+        raise Http404("No such key.")
+    form = forms.ApiKeyCapsForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "; ".join(f"{form.fields[name].label}: {errors[0]}" for name, errors in form.errors.items()),
+        )
+        return redirect("dashboard:keys")
+    tenant_services.api_key_caps_set(
+        api_key=api_key,
+        monthly_image_cap=form.cleaned_data["monthly_image_cap"],
+        monthly_spend_cap=form.cleaned_data["monthly_spend_cap"],
+    )
+    messages.success(request, f"Caps of {api_key.name} ({api_key.masked}) saved.")
+    return redirect("dashboard:keys")
+
+
+@require_POST
+@dashboard_view(manage=True)
 def key_revoke(request, public_id: str):
     api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
     if api_key is None:
@@ -684,4 +708,13 @@ def operator(request):
     overview = selectors.platform_overview()
     chart = overview.revenue_chart
     rows = list(zip(chart["labels"], chart["revenue"], chart["upstream_cost"], strict=True))
-    return render(request, "dashboard/operator.html", {"platform": overview, "revenue_rows": rows})
+    return render(
+        request,
+        "dashboard/operator.html",
+        {
+            "platform": overview,
+            "revenue_rows": rows,
+            "outbox": billing_selectors.billing_outbox_status(),
+            "billing_alerts": billing_selectors.billing_alerts_open(),
+        },
+    )

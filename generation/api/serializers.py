@@ -7,6 +7,8 @@ against the catalog (generation/catalog.py), also before anything is reserved or
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
@@ -45,6 +47,11 @@ class GenerationCreateInputSerializer(StrictTypesSerializer):
     metadata = serializers.DictField(
         child=serializers.CharField(max_length=500, allow_blank=True), required=False
     )
+    # Refused before anything is reserved when the worst case (count x the highest unit price that
+    # could apply) is above it. Kept as a decimal string: batch items are stored as JSON.
+    max_cost = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal("0"), required=False, allow_null=True
+    )
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -80,6 +87,9 @@ class GenerationCreateInputSerializer(StrictTypesSerializer):
             except InvalidRequest as exc:
                 raise serializers.ValidationError(exc.message) from None
         return value
+
+    def validate_max_cost(self, value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
 
     def validate_metadata(self, value: dict) -> dict:
         if len(value) > 16 or any(len(key) > 40 for key in value):

@@ -27,6 +27,7 @@ from generation.pagination import page_cursor, page_limit, page_response
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
 from tenants.schema import ERRORS
+from tenants.selectors import organization_spend_status
 
 MAX_WAIT_SECONDS = 60
 # HTTP status for a job that failed while the client waited for it (`?wait=`).
@@ -114,7 +115,12 @@ class GenerationListCreateView(OrganizationScopedAPIView):
             wait=wait,
             idempotency_key=idempotency_key,
         )
-        return job_response(document, waited=bool(wait))
+        response = job_response(document, waited=bool(wait))
+        # What is left of this month's quota and caps, after this request's reservation.
+        status = organization_spend_status(organization=self.organization, api_key=self.api_key)
+        for name, value in status.headers().items():
+            response[name] = value
+        return response
 
     @extend_schema(
         responses={200: JOB_LIST, **ERRORS},
