@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.db.models import Prefetch
 from django.utils import timezone
 
 from generation.engine.catalog import FALLBACK_TIERS, TIER_ALIASES, catalog_snapshot
+from generation.engine.lifecycle import models_pinned
 from generation.models import Image, Job
 from generation.pagination import newest_first_page
 from tenants.errors import NotFound
@@ -84,4 +87,25 @@ def models_for_organization(*, organization: Organization) -> dict:
             }
         if route.tier not in entry["tiers"]:
             entry["tiers"].append(route.tier)
+    for info in snapshot.models.values():
+        # Retired models without a route left still answer "retired, successor …" when pinned.
+        if info.model_id not in models and info.is_retired(today):
+            models[info.model_id] = {
+                "id": info.model_id,
+                "object": "model",
+                "tiers": [],
+                "lifecycle": "retired",
+                "shutdown_date": info.shutdown_date.isoformat() if info.shutdown_date else None,
+                "successor": info.successor_model_id,
+                "capabilities": None,
+            }
+    pinned = {p.model_id: p for p in models_pinned(organization=organization, today=today)}
+    for model_id, entry in models.items():
+        entry["pinned"] = model_id in pinned
+        shutdown = entry["shutdown_date"]
+        entry["days_until_shutdown"] = (
+            (date.fromisoformat(shutdown) - today).days
+            if shutdown and entry["lifecycle"] != "retired"
+            else None
+        )
     return {"object": "list", "tiers": tiers, "data": sorted(models.values(), key=lambda m: m["id"])}
