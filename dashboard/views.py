@@ -5,6 +5,7 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -24,9 +25,10 @@ from dashboard.access import SESSION_ORGANIZATION, dashboard_view
 from dashboard.services import invitation_send, playground_submit
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
-from generation.jobs.selectors import job_get, models_for_organization
+from generation.engine.catalog_sync import open_alerts
+from generation.jobs.selectors import job_get, models_for_organization, upstream_cost_by_service_tier
 from generation.jobs.services import GenerationRequest
-from generation.models import Batch, Job
+from generation.models import Batch, Job, UpstreamModel
 from generation.webhooks.services import (
     webhook_deliveries,
     webhook_delivery_retry,
@@ -619,4 +621,11 @@ def operator(request):
     overview = selectors.platform_overview()
     chart = overview.revenue_chart
     rows = list(zip(chart["labels"], chart["revenue"], chart["upstream_cost"], strict=True))
-    return render(request, "dashboard/operator.html", {"platform": overview, "revenue_rows": rows})
+    context = {
+        "platform": overview,
+        "revenue_rows": rows,
+        "catalog_alerts": open_alerts(),
+        "discovered_models": UpstreamModel.objects.filter(lifecycle=UpstreamModel.Lifecycle.DISCOVERED),
+        "service_tiers": upstream_cost_by_service_tier(since=timezone.now() - timedelta(days=30)),
+    }
+    return render(request, "dashboard/operator.html", context)

@@ -27,9 +27,9 @@ def restore_catalog_before_2026_10() -> None:
     UpstreamModel.objects.filter(model_id__startswith="imagen-4.0-").update(
         lifecycle="deprecated", shutdown_date=datetime.date(2026, 8, 17)
     )
-    UpstreamModel.objects.filter(model_id__in=["imagen-4.0-fast-generate-001", "imagen-4.0-generate-001"]).update(
-        successor=flash
-    )
+    UpstreamModel.objects.filter(
+        model_id__in=["imagen-4.0-fast-generate-001", "imagen-4.0-generate-001"]
+    ).update(successor=flash)
     Route.objects.filter(model__model_id__in=ADDED_BY_0004).update(enabled=False)
     for account, position in (("gemini-api", 10), ("vertex-global", 20)):
         Route.objects.filter(model=flash, account__name=account).update(position=position)

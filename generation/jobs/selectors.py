@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch, Sum
 from django.utils import timezone
 
-from generation.engine.catalog import FALLBACK_TIERS, TIER_ALIASES, catalog_snapshot
+from generation.engine.catalog import (
+    FALLBACK_TIERS,
+    FLEX_COST_FACTOR,
+    SERVICE_TIERS,
+    TIER_ALIASES,
+    catalog_snapshot,
+)
 from generation.engine.lifecycle import models_pinned
 from generation.models import Image, Job
 from generation.pagination import newest_first_page
@@ -44,6 +51,31 @@ def job_list(
     if status:
         queryset = queryset.filter(status=status)
     return newest_first_page(queryset, cursor=cursor, limit=limit)
+
+
+def upstream_cost_by_service_tier(*, since) -> dict:
+    """Live upstream cost per Google service tier since `since`, and what flex saved: flex is
+    billed at half the standard price, so the saving equals what the flex jobs cost."""
+    rows = {
+        row["service_tier"] or "standard": row
+        for row in Job.objects.filter(livemode=True, finished_at__gte=since)
+        .values("service_tier")
+        .annotate(jobs=Count("id"), cost=Sum("upstream_cost"), revenue=Sum("amount"))
+    }
+    zero = Decimal("0")
+    tiers = [
+        {
+            "service_tier": tier,
+            "jobs": rows.get(tier, {}).get("jobs", 0),
+            "cost": rows.get(tier, {}).get("cost") or zero,
+            "revenue": rows.get(tier, {}).get("revenue") or zero,
+        }
+        for tier in SERVICE_TIERS
+    ]
+    for tier in tiers:
+        tier["margin"] = tier["revenue"] - tier["cost"]
+    flex_cost = next(t["cost"] for t in tiers if t["service_tier"] == "flex")
+    return {"tiers": tiers, "flex_saving": flex_cost / FLEX_COST_FACTOR - flex_cost}
 
 
 def models_for_organization(*, organization: Organization) -> dict:
