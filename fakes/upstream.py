@@ -143,7 +143,7 @@ LOGGED_HEADERS = (
     "x-goog-user-project",
 )
 IMAGEN_MODEL = re.compile(r"imagen-4\.0-(?:[a-z]+-)?generate-001")
-GEMINI_IMAGE_MODEL = re.compile(r"gemini-[\w.-]*-image[\w.-]*")
+GEMINI_IMAGE_MODEL = re.compile(r"gemini-[\w.-]*(?:-image|nano-banana)[\w.-]*")
 _MODEL_PATH = r"(?P<model>[^/:]+):(?P<method>[A-Za-z]+)"
 ROUTES = (
     (re.compile(rf"/(?:v1|v1beta)/models/{_MODEL_PATH}"), "gemini_api"),

@@ -2,8 +2,8 @@
 provider account can see, and `route_model_gone` records a live 404 "model not found".
 
 Invariants: nothing here ever routes a model (a discovered model is recorded, never given a
-route); a model is retired only when no account that routes it lists it any more (one account
-missing it disables that account's routes); one open alert per (kind, model, account), so a daily
+route); an account's routes of a model it no longer lists are disabled, and the model is retired
+once no enabled Google route to it is left (an account whose listing failed keeps its routes); one open alert per (kind, model, account), so a daily
 sync never piles them up; an account whose listing fails changes nothing and raises an alert.
 """
 
@@ -183,7 +183,12 @@ def _reconcile(
                 message=f"{model_id} is no longer listed by {accounts[pk].name}; its {count} route(s) "
                 "there were disabled.",
             )
-        if missing == account_ids and model.lifecycle != UpstreamModel.Lifecycle.RETIRED:
+        still_served = (
+            Route.objects.filter(model=model, enabled=True, account__enabled=True)
+            .exclude(account__kind=ProviderAccount.Kind.SANDBOX)
+            .exists()
+        )
+        if not still_served and model.lifecycle != UpstreamModel.Lifecycle.RETIRED:
             model.lifecycle = UpstreamModel.Lifecycle.RETIRED
             if model.shutdown_date is None or model.shutdown_date > today:
                 model.shutdown_date = today

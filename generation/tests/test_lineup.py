@@ -39,7 +39,12 @@ def params(**overrides) -> dict:
 
 
 def plan(**kwargs):
-    options = {"livemode": True, "allowed_tiers": ALL, "fallback_policy": "deny", "auto_migrate_models": False}
+    options = {
+        "livemode": True,
+        "allowed_tiers": ALL,
+        "fallback_policy": "deny",
+        "auto_migrate_models": False,
+    }
     options.update(kwargs)
     return route_plan(params=options.pop("params", params()), **options)
 
@@ -97,7 +102,9 @@ def test_test_keys_keep_one_sandbox_route_per_tier_with_the_tier_s_sizes(google_
         plan(tier="fast", livemode=False, params=params(resolution="512"))
 
 
-def test_gemini_3_1_flash_image_is_served_the_day_before_its_shutdown_and_retired_on_the_day(google_configured):
+def test_gemini_3_1_flash_image_is_served_the_day_before_its_shutdown_and_retired_on_the_day(
+    google_configured,
+):
     with time_machine.travel(datetime.datetime(2026, 10, 28, 23, 59, tzinfo=datetime.UTC), tick=False):
         before = plan(model=FLASH)
         assert {r.model_id for r in before.primary} == {FLASH}
@@ -161,7 +168,9 @@ def test_get_models_agrees_with_the_seeded_catalog(alice):
         assert entry["shutdown_date"] == (model.shutdown_date.isoformat() if model.shutdown_date else None)
         assert entry["successor"] == (model.successor.model_id if model.successor else None)
         tiers = set(
-            Route.objects.filter(model=model, enabled=True, account__enabled=True).values_list("tier", flat=True)
+            Route.objects.filter(model=model, enabled=True, account__enabled=True).values_list(
+                "tier", flat=True
+            )
         )
         assert set(entry["tiers"]) == tiers, model.model_id
         if entry["capabilities"] is not None:
