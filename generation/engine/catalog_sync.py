@@ -3,7 +3,7 @@ provider account can see, and `route_model_gone` records a live 404 "model not f
 
 Invariants: nothing here ever routes a model (a discovered model is recorded, never given a
 route); an account's routes of a model it no longer lists are disabled, and the model is retired
-once no enabled Google route to it is left (an account whose listing failed keeps its routes); one open alert per (kind, model, account), so a daily
+once no enabled Google route to it is left; one open alert per (kind, model, account), so a daily
 sync never piles them up; an account whose listing fails changes nothing and raises an alert.
 """
 
