@@ -28,7 +28,7 @@ from generation.documents import batch_counts, job_document, job_render
 from generation.engine.catalog_sync import open_alerts
 from generation.jobs.selectors import job_get, models_for_organization, upstream_cost_by_service_tier
 from generation.jobs.services import GenerationRequest
-from generation.models import Batch, Job, UpstreamModel
+from generation.models import Batch, Job
 from generation.webhooks.services import (
     webhook_deliveries,
     webhook_delivery_retry,
@@ -624,8 +624,8 @@ def operator(request):
     context = {
         "platform": overview,
         "revenue_rows": rows,
+        # Discovered models show up here as alerts (one query; the admin filters them by lifecycle).
         "catalog_alerts": open_alerts(),
-        "discovered_models": UpstreamModel.objects.filter(lifecycle=UpstreamModel.Lifecycle.DISCOVERED),
         "service_tiers": upstream_cost_by_service_tier(since=timezone.now() - timedelta(days=30)),
     }
     return render(request, "dashboard/operator.html", context)
