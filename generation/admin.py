@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from generation.engine.catalog import catalog_invalidate
 from generation.engine.catalog_sync import catalog_sync
+from generation.engine.credentials import account_credentials
 from generation.models import (
     Batch,
     CatalogAlert,
@@ -56,7 +57,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="Credentials found")
     def credentials_configured(self, obj: ProviderAccount) -> bool:
-        return obj.resolve_credentials() is not None
+        return account_credentials(obj) is not None
 
 
 class RouteInline(admin.TabularInline):

@@ -15,9 +15,12 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from generation.engine.credentials import account_credentials
 from generation.engine.providers.base import Credentials, Target
+from generation.errors import ModelRetired, UnknownModel
 from generation.models import ProviderAccount, Route, UpstreamModel
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
+from generation.params import GenerationParams
+from tenants.errors import InvalidRequest, PermissionDenied
 from tenants.models import Tier
 
 CATALOG_TTL_SECONDS = 5.0
@@ -115,25 +118,23 @@ class RouteSpec:
             return True
         return self.shutdown_date is not None and today >= self.shutdown_date
 
-    def unsupported_param(self, params: dict) -> str | None:
+    def unsupported_param(self, params: GenerationParams) -> str | None:
         """The first parameter this route cannot honour, or None."""
         caps = self.capabilities
-        if params["aspect_ratio"] not in caps.get("aspect_ratios", []):
+        if params.aspect_ratio not in caps.get("aspect_ratios", []):
             return "aspect_ratio"
-        if params["resolution"] not in caps.get("resolutions", []):
+        if params.resolution not in caps.get("resolutions", []):
             return "resolution"
-        if params["count"] > caps.get("max_images", 1):
+        if params.count > caps.get("max_images", 1):
             return "count"
-        if params["output_format"] not in caps.get("output_formats", []):
+        if params.output_format not in caps.get("output_formats", []):
             return "output_format"
         for feature in _OPTIONAL_FEATURES:
-            if params.get(feature) is not None and not caps.get(feature, False):
+            if getattr(params, feature) is not None and not caps.get(feature, False):
                 return feature
-        if params.get("safety_level") and params["safety_level"] not in caps.get("safety_levels", []):
+        if params.safety_level and params.safety_level not in caps.get("safety_levels", []):
             return "safety_level"
-        if params.get("person_generation") and params["person_generation"] not in caps.get(
-            "person_generation", []
-        ):
+        if params.person_generation and params.person_generation not in caps.get("person_generation", []):
             return "person_generation"
         return None
 
@@ -203,7 +204,7 @@ def build_snapshot() -> CatalogSnapshot:
     }
     for route in queryset:
         account, model = route.account, route.model
-        credentials = account.resolve_credentials()
+        credentials = account_credentials(account)
         protocol = "sandbox" if account.kind == ProviderAccount.Kind.SANDBOX else model.protocol
         caps = _effective_capabilities(model, account.kind)
         target = Target(
@@ -303,7 +304,7 @@ def _resolve_tier_or_model(model: str | None, tier: str | None) -> tuple[str | N
 
 def route_plan(
     *,
-    params: dict,
+    params: GenerationParams,
     livemode: bool,
     allowed_tiers: list[str],
     fallback_policy: str,
@@ -397,22 +398,30 @@ def _by_service_tier(routes: list[RouteSpec], *, batch: bool) -> list[RouteSpec]
     return [r for r in routes if r.service_tier != "flex"] or routes
 
 
-def _filter_supported(routes: list[RouteSpec], params: dict, tier: str) -> list[RouteSpec]:
+def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: str) -> list[RouteSpec]:
     supported = [r for r in routes if r.unsupported_param(params) is None]
     if supported:
         return supported
     # Name the parameter that the routes reject, with what they do accept.
     param = next(p for r in routes if (p := r.unsupported_param(params)))
     caps = routes[0].capabilities
+
+    def union(key: str) -> list:
+        # What any route of the tier accepts (Lite takes 1K, 2.1 takes 2K and 4K: "1K, 2K, 4K").
+        values: list = []
+        for route in routes:
+            values += [v for v in route.capabilities.get(key) or [] if v not in values]
+        return values
+
     accepted = {
-        "aspect_ratio": caps.get("aspect_ratios"),
-        "resolution": caps.get("resolutions"),
+        "aspect_ratio": union("aspect_ratios"),
+        "resolution": union("resolutions"),
         "count": f"1-{caps.get('max_images', 1)}",
-        "output_format": caps.get("output_formats"),
-        "safety_level": caps.get("safety_levels"),
-        "person_generation": caps.get("person_generation"),
+        "output_format": union("output_formats"),
+        "safety_level": union("safety_levels"),
+        "person_generation": union("person_generation"),
     }.get(param)
-    value = params.get(param)
+    value = getattr(params, param)
     detail = (
         f"; supported: {', '.join(accepted) if isinstance(accepted, list) else accepted}" if accepted else ""
     )

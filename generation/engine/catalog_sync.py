@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation.engine.catalog import catalog_invalidate
+from generation.engine.credentials import account_credentials
 from generation.engine.providers import google_http
 from generation.engine.providers.base import Target, UpstreamError
 from generation.models import CatalogAlert, ProviderAccount, Route, UpstreamModel
@@ -104,7 +105,7 @@ def route_model_gone(*, account_id: int, model_id: str, message: str) -> int:
 
 
 def _list(account: ProviderAccount) -> list[dict]:
-    credentials = account.resolve_credentials()
+    credentials = account_credentials(account)
     if credentials is None:
         raise UpstreamError(f"account {account.name} has no credentials configured")
     target = Target(

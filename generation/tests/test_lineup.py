@@ -11,8 +11,10 @@ import pytest
 import time_machine
 
 from generation.engine.catalog import catalog_invalidate, catalog_snapshot, route_plan
+from generation.errors import ModelRetired
 from generation.models import Route, UpstreamModel
-from tenants.errors import InvalidRequest, ModelRetired
+from generation.params import GenerationParams
+from tenants.errors import InvalidRequest
 
 ALL = ["fast", "standard", "ultra"]
 LITE = "gemini-3.1-flash-lite-image"
@@ -23,19 +25,8 @@ TODAY = datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def params(**overrides) -> dict:
-    base = {
-        "count": 1,
-        "aspect_ratio": "1:1",
-        "resolution": "1K",
-        "output_format": "png",
-        "compression_quality": None,
-        "seed": None,
-        "negative_prompt": None,
-        "safety_level": None,
-        "person_generation": None,
-    }
-    return {**base, **overrides}
+def params(**overrides) -> GenerationParams:
+    return GenerationParams(**overrides)
 
 
 def plan(**kwargs):
@@ -77,7 +68,7 @@ def test_512_is_a_400_naming_resolution_where_no_route_serves_it(google_configur
     with pytest.raises(InvalidRequest) as excinfo:
         plan(tier=tier, params=params(resolution="512"))
     assert excinfo.value.param == "resolution" and excinfo.value.status_code == 400
-    assert "1K" in excinfo.value.message
+    assert "supported: 1K, 2K, 4K" in excinfo.value.message
 
 
 def test_pinned_2_1_at_512_is_a_400_naming_resolution(google_configured):

@@ -13,6 +13,7 @@ from django.core.management import call_command
 
 from generation.engine.catalog import catalog_invalidate
 from generation.engine.catalog_sync import catalog_sync
+from generation.engine.credentials import account_credentials
 from generation.engine.providers import google_http
 from generation.models import CatalogAlert, Job, ProviderAccount, Route, UpstreamModel
 from generation.worker.runner import get_runner
@@ -240,7 +241,7 @@ def test_models_list_is_read_page_by_page(live):
         protocol="models.list",
         base_url=live.url,
         model="",
-        credentials=account.resolve_credentials(),
+        credentials=account_credentials(account),
     )
 
     async def run():

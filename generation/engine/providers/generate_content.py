@@ -104,8 +104,8 @@ def build_body(target: Target, request: ProviderRequest, *, seed: int | None) ->
     service_tier = requested_service_tier(target)
     if service_tier:
         body["service_tier"] = service_tier  # standard is the default: not sent
-    if request.safety_setting:
-        threshold = request.safety_setting.upper()
+    if request.safety_level:
+        threshold = request.safety_level.upper()
         body["safetySettings"] = [{"category": c, "threshold": threshold} for c in SAFETY_CATEGORIES]
     return body
 
