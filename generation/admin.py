@@ -126,6 +126,11 @@ class RouteAdmin(admin.ModelAdmin):
     list_editable = ("position", "enabled")
     ordering = ("tier", "position")
 
+    def save_model(self, request, obj, form, change):
+        if obj.enabled:
+            obj.disabled_reason = ""  # an operator brought it back: the system's reason is stale
+        super().save_model(request, obj, form, change)
+
     def get_queryset(self, request):
         since = timezone.now() - timedelta(hours=1)
         recent = Q(stats__minute__gte=since)

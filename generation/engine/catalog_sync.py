@@ -46,6 +46,7 @@ _KEPT_METADATA = (
 @dataclass
 class SyncReport:
     accounts: list[str] = field(default_factory=list)  # listed successfully
+    skipped: list[str] = field(default_factory=list)  # no credentials configured: not in use
     failed: dict[str, str] = field(default_factory=dict)  # account -> error
     retired: list[str] = field(default_factory=list)
     routes_disabled: list[str] = field(default_factory=list)
@@ -54,7 +55,8 @@ class SyncReport:
 
     def summary(self) -> str:
         return (
-            f"listed {len(self.accounts)} account(s), {len(self.failed)} failed; retired "
+            f"listed {len(self.accounts)} account(s), {len(self.failed)} failed, "
+            f"{len(self.skipped)} without credentials; retired "
             f"{self.retired or 'none'}; routes disabled {self.routes_disabled or 'none'}; discovered "
             f"{self.discovered or 'none'}; metadata mismatches {self.mismatched or 'none'}"
         )
@@ -104,10 +106,7 @@ def route_model_gone(*, account_id: int, model_id: str, message: str) -> int:
     return disabled
 
 
-def _list(account: ProviderAccount) -> list[dict]:
-    credentials = account_credentials(account)
-    if credentials is None:
-        raise UpstreamError(f"account {account.name} has no credentials configured")
+def _list(account: ProviderAccount, credentials) -> list[dict]:
     target = Target(
         kind=account.kind,
         protocol="models.list",
@@ -134,8 +133,12 @@ def catalog_sync(*, accounts: list[ProviderAccount] | None = None) -> SyncReport
         )
     listings: dict[int, dict[str, dict]] = {}
     for account in accounts:
+        credentials = account_credentials(account)
+        if credentials is None:
+            report.skipped.append(account.name)  # a fresh install's unconfigured accounts: no noise
+            continue
         try:
-            entries = _list(account)
+            entries = _list(account, credentials)
         except UpstreamError as exc:
             report.failed[account.name] = str(exc)
             alert_raise(

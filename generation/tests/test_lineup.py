@@ -203,3 +203,16 @@ def test_the_documented_model_table_agrees_with_get_models(alice):
         assert row["tiers"] == (", ".join(sorted(entry["tiers"])) or "–"), row["model"]
         sizes = ", ".join(entry["capabilities"]["resolutions"]) if entry["capabilities"] else "–"
         assert row["sizes"] == sizes, row["model"]
+
+
+def test_catalog_sync_on_a_fresh_install_skips_unconfigured_accounts_quietly(pro_plan, monkeypatch):
+    from generation.engine.catalog_sync import catalog_sync
+    from generation.models import CatalogAlert
+
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    before = list(UpstreamModel.objects.values_list("model_id", "lifecycle"))
+    report = catalog_sync()
+    assert sorted(report.skipped) == ["gemini-api", "vertex-global"] and report.accounts == []
+    assert not CatalogAlert.objects.exists()
+    assert list(UpstreamModel.objects.values_list("model_id", "lifecycle")) == before

@@ -1,5 +1,6 @@
 """One HTTP exchange with a Google model endpoint, shared by the `:predict` and `:generateContent`
-providers: which URL family and auth header a Target selects, the deadline, and error mapping.
+providers and by catalog_sync's models.list: which URL family and auth header a Target selects,
+the deadline, and error mapping.
 
 Invariants: a call either returns the parsed JSON object of a 2xx answer or raises a typed
 `UpstreamError`; it never retries; `target.timeout_seconds` bounds the whole exchange.
