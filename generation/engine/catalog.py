@@ -328,6 +328,9 @@ def route_plan(
     if model_id is not None:
         routes = [r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)]
         info = snapshot.models.get(model_id)
+        if not routes and info and not info.is_retired(today):
+            # Known, not retired, but every route is off (e.g. disabled after a live 404).
+            raise InvalidRequest(f"No route can serve the model '{model_id}' right now.", param="model")
         if not routes and not (info and info.is_retired(today)):
             known = sorted(snapshot.model_ids() | set(TIER_ALIASES))
             raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")

@@ -216,3 +216,12 @@ def test_catalog_sync_on_a_fresh_install_skips_unconfigured_accounts_quietly(pro
     assert sorted(report.skipped) == ["gemini-api", "vertex-global"] and report.accounts == []
     assert not CatalogAlert.objects.exists()
     assert list(UpstreamModel.objects.values_list("model_id", "lifecycle")) == before
+
+
+def test_a_known_model_whose_routes_are_all_off_is_not_called_unknown(google_configured):
+    Route.objects.filter(model__model_id=LITE).update(enabled=False)
+    catalog_invalidate()
+    with pytest.raises(InvalidRequest) as excinfo:
+        plan(model=LITE)
+    assert excinfo.value.param == "model" and "Unknown" not in excinfo.value.message
+    assert "No route can serve the model" in excinfo.value.message
