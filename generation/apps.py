@@ -36,24 +36,39 @@ def _subscribe() -> None:
 
 
 def _ensure_schedules(sender, using="default", **kwargs) -> None:
-    """Create (or repair) the webhook re-drive schedule by name after every migrate: exactly one."""
+    """Create (or repair) each schedule by name after every migrate: exactly one of each."""
     from django_q.models import Schedule
 
+    from generation.engine.catalog_sync import CATALOG_SYNC_SCHEDULE_NAME
+    from generation.engine.lifecycle import SHUTDOWN_NOTICES_SCHEDULE_NAME
     from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
 
-    wanted = {
-        "func": "generation.worker.tasks.redrive_webhooks",
-        "schedule_type": Schedule.MINUTES,
-        "minutes": 1,
-        "repeats": -1,
+    wanted_by_name = {
+        WEBHOOK_SCHEDULE_NAME: {
+            "func": "generation.worker.tasks.redrive_webhooks",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+        CATALOG_SYNC_SCHEDULE_NAME: {
+            "func": "generation.engine.catalog_sync.catalog_sync_task",
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
+        SHUTDOWN_NOTICES_SCHEDULE_NAME: {
+            "func": "generation.engine.lifecycle.shutdown_notices_task",
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
     }
-    schedules = Schedule.objects.using(using).filter(name=WEBHOOK_SCHEDULE_NAME).order_by("pk")
-    first = schedules.first()
-    if first is None:
-        Schedule.objects.using(using).create(name=WEBHOOK_SCHEDULE_NAME, **wanted)
-        return
-    schedules.exclude(pk=first.pk).delete()
-    schedules.filter(pk=first.pk).update(**wanted)
+    for name, wanted in wanted_by_name.items():
+        schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
+        first = schedules.first()
+        if first is None:
+            Schedule.objects.using(using).create(name=name, **wanted)
+            continue
+        schedules.exclude(pk=first.pk).delete()
+        schedules.filter(pk=first.pk).update(**wanted)
 
 
 def _start_runner(sender, proc_name, **kwargs) -> None:

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0005_spend_controls'),
-        ('tenants', '0006_merge_payment_and_security'),
+        ("tenants", "0005_spend_controls"),
+        ("tenants", "0006_merge_payment_and_security"),
     ]
 
-    operations = [
-    ]
+    operations = []
