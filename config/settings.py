@@ -260,6 +260,24 @@ GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
 
+# --- Input images (generation.files) -----------------------------------------------------------
+# Largest input image we accept at all, per file (uploads, URL fetches, base64, multipart edits);
+# each model's own byte and pixel limits (catalog capabilities "inputs") are checked on use.
+FILES_MAX_BYTES = env_int("FILES_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+FILES_MAX_PIXELS = env_int("FILES_MAX_PIXELS", 50_000_000, minimum=1)
+# How long an input file is kept (uploaded or inline); a file an unfinished job uses is kept longer.
+FILES_RETENTION_SECONDS = env_int("FILES_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
+# Fetching an input image from a tenant's https URL: whole-fetch time limit and redirects followed
+# (each redirect target is checked against the SSRF rules again, see engine/outbound.py).
+FILES_FETCH_TIMEOUT_SECONDS = env_float("FILES_FETCH_TIMEOUT_SECONDS", 10.0)
+FILES_FETCH_MAX_REDIRECTS = env_int("FILES_FETCH_MAX_REDIRECTS", 3, minimum=0)
+# Tests only: also allow http:// and private/loopback addresses for input-image URLs.
+FILES_ALLOW_PRIVATE_URLS = env_bool("FILES_ALLOW_PRIVATE_URLS", False)
+# JSON bodies carry base64 input images (up to 16 of them): Django's 2.5 MB default is too small.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 100 * 1024 * 1024, minimum=1024)
+# Multipart files up to this stay in memory; bigger ones spool to a temporary file.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1024)
+
 # --- Batches and tenant webhooks --------------------------------------------------------------
 # Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the
 # tenant's interactive requests keep the rest; the feeder tops batches up every interval.

@@ -32,21 +32,42 @@ def _subscribe() -> None:
 
 
 def _ensure_schedules(sender, using="default", **kwargs) -> None:
-    """Create (or repair) the webhook re-drive schedule by name after every migrate: exactly one."""
+    """Create (or repair) the webhook re-drive and input-file retention schedules by name after
+    every migrate: exactly one of each."""
     from django_q.models import Schedule
 
+    from generation.files.tasks import FILES_SCHEDULE_NAME
     from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
 
-    wanted = {
-        "func": "generation.worker.tasks.redrive_webhooks",
-        "schedule_type": Schedule.MINUTES,
-        "minutes": 1,
-        "repeats": -1,
-    }
-    schedules = Schedule.objects.using(using).filter(name=WEBHOOK_SCHEDULE_NAME).order_by("pk")
+    _ensure_schedule(
+        using,
+        WEBHOOK_SCHEDULE_NAME,
+        {
+            "func": "generation.worker.tasks.redrive_webhooks",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        FILES_SCHEDULE_NAME,
+        {
+            "func": "generation.files.tasks.expire_files",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 15,
+            "repeats": -1,
+        },
+    )
+
+
+def _ensure_schedule(using: str, name: str, wanted: dict) -> None:
+    from django_q.models import Schedule
+
+    schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
     first = schedules.first()
     if first is None:
-        Schedule.objects.using(using).create(name=WEBHOOK_SCHEDULE_NAME, **wanted)
+        Schedule.objects.using(using).create(name=name, **wanted)
         return
     schedules.exclude(pk=first.pk).delete()
     schedules.filter(pk=first.pk).update(**wanted)

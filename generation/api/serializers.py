@@ -41,6 +41,12 @@ class GenerationCreateInputSerializer(serializers.Serializer):
     metadata = serializers.DictField(
         child=serializers.CharField(max_length=500, allow_blank=True), required=False
     )
+    # Each a file id (file_…), an https URL or base64 data (generation.files); how many a model
+    # takes, and whether it takes a mask, is the catalog's call (a 400 naming the parameter).
+    images = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=True), max_length=16, required=False
+    )
+    mask = serializers.CharField(required=False, allow_null=True)
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -88,7 +94,11 @@ class GenerationCreateInputSerializer(serializers.Serializer):
         return attrs
 
     def to_request(self) -> GenerationRequest:
-        return GenerationRequest(**self.validated_data)
+        """The validated request; `images` / `mask` are still as sent (ids, URLs, base64) until
+        generation.jobs.services.request_with_inputs resolves them to stored files."""
+        data = dict(self.validated_data)
+        data["images"] = tuple(data.get("images") or ())
+        return GenerationRequest(**data)
 
 
 class ImageOutputSerializer(serializers.Serializer):
@@ -132,6 +142,8 @@ class JobOutputSerializer(serializers.Serializer):
     output_format = serializers.CharField()
     seed = serializers.IntegerField(allow_null=True)
     negative_prompt = serializers.CharField(allow_null=True)
+    input_images = serializers.ListField(child=serializers.CharField())
+    mask = serializers.CharField(allow_null=True)
     images = ImageOutputSerializer(many=True)
     usage = JobUsageOutputSerializer()
     error = ErrorOutputSerializer(allow_null=True)

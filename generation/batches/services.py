@@ -29,6 +29,7 @@ from rest_framework import serializers as drf_serializers
 
 from generation import events
 from generation.documents import batch_document, batch_item_document, job_document
+from generation.files.services import FILE_ID, file_get
 from generation.jobs.services import GenerationRequest, job_cancel, job_submit, request_plan
 from generation.models import Batch, Job
 from generation.pagination import newest_first_page
@@ -89,7 +90,9 @@ def batch_items_validate(*, organization: Organization, api_key: ApiKey, items: 
         serializer = GenerationCreateInputSerializer(data=item.get("body"))
         try:
             serializer.is_valid(raise_exception=True)
-            request_plan(organization=organization, api_key=api_key, request=serializer.to_request())
+            request = serializer.to_request()
+            request_plan(organization=organization, api_key=api_key, request=request)
+            batch_inputs_check(organization=organization, request=request)
         except (drf_serializers.ValidationError, ImagegateError) as exc:
             error = as_imagegate_error(exc)
             assert error is not None
@@ -98,6 +101,26 @@ def batch_items_validate(*, organization: Organization, api_key: ApiKey, items: 
         body = {key: value for key, value in serializer.validated_data.items() if value is not None}
         validated.append({"custom_id": custom_id, "body": body})
     return validated
+
+
+def batch_inputs_check(*, organization: Organization, request: GenerationRequest) -> None:
+    """Batch items name their input images by file id only (upload them once with POST
+    /v1/files): items are fed minutes later, and a URL fetched or base64 stored per item would
+    be a thousand copies. The files must exist now; one that expires before its item is fed
+    fails that item (not found)."""
+    for index, spec in enumerate(request.images):
+        param = f"images[{index}]"
+        if not FILE_ID.match(spec):
+            raise InvalidRequest(
+                f"{param}: batch items take file ids (upload with POST /v1/files).", param=param
+            )
+        file_get(organization=organization, public_id=spec, param=param)
+    if request.mask is not None:
+        if not FILE_ID.match(request.mask):
+            raise InvalidRequest(
+                "mask: batch items take file ids (upload with POST /v1/files).", param="mask"
+            )
+        file_get(organization=organization, public_id=request.mask, param="mask")
 
 
 # --- Create, cancel ---------------------------------------------------------------------------
