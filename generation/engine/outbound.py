@@ -31,6 +31,9 @@ def _system_resolver(host: str, port: int) -> list[str]:
 
 # DNS is the network edge: tests swap this for a function returning chosen addresses.
 resolver: Callable[[str, int], list[str]] = _system_resolver
+# The HTTP edge of `outbound_fetch`: None is the real network; tests may set an httpx
+# MockTransport to play a public server they cannot reach from a sandbox.
+fetch_transport: httpx.BaseTransport | None = None
 
 
 def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -130,7 +133,7 @@ def outbound_fetch(
     Every failure is an InvalidRequest naming `param` (the tenant's URL is at fault, not us)."""
     deadline = time.monotonic() + timeout
     current = url
-    with httpx.Client(follow_redirects=False, timeout=timeout) as client:
+    with httpx.Client(follow_redirects=False, timeout=timeout, transport=fetch_transport) as client:
         for _hop in range(max_redirects + 1):
             pinned = outbound_pin(url=current, param=param, allow_private=allow_private)
             remaining = deadline - time.monotonic()

@@ -26,6 +26,9 @@ def seed_input_capabilities(apps, schema_editor):
         model.save(update_fields=["capabilities"])
 
 
+seed = seed_input_capabilities  # tests/seed.py re-applies seeds after transactional tests
+
+
 def unseed_input_capabilities(apps, schema_editor):
     UpstreamModel = apps.get_model("generation", "UpstreamModel")
     for model in UpstreamModel.objects.all():
