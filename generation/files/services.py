@@ -41,6 +41,7 @@ from tenants.models import Organization
 
 SNIFFED = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]*)?(;[\w=-]+)*;base64,", re.IGNORECASE)
+_URLSAFE = str.maketrans("-_", "+/")
 FILE_ID = re.compile(r"^file_[A-Za-z0-9]{4,36}$")
 
 
@@ -218,9 +219,11 @@ def files_expire(*, now=None, limit: int = 1000) -> int:
 
 def _base64_bytes(spec: str, param: str) -> bytes:
     match = _DATA_URL.match(spec)
-    payload = spec[match.end() :] if match else spec
+    payload = re.sub(r"\s+", "", spec[match.end() :] if match else spec)
+    # Google's JSON encodes bytes URL-safe (google-genai sends `-` and `_`), others standard.
+    payload = payload.translate(_URLSAFE) + "=" * (-len(payload) % 4)
     try:
-        return pybase64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+        return pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(
             f"{param}: expected a file id (file_…), an https URL or base64 image data.", param=param

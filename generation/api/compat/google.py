@@ -211,13 +211,24 @@ def predict_native_request(body) -> tuple[dict, dict]:
     return native, options
 
 
+def _camel(data: dict) -> dict:
+    """Google's JSON accepts proto field names in snake_case too (google-genai sends
+    `inlineData.mime_type`); read both spellings as the camelCase one."""
+
+    def name(key: str) -> str:
+        head, *rest = key.split("_")
+        return head + "".join(word.title() for word in rest)
+
+    return {name(key): value for key, value in data.items()}
+
+
 def _image_part(part: dict, where: str) -> str | None:
     """An image part as a native input spec: `inlineData` → its base64 data; `fileData` → our
     file id (`file_…`, alone or at the end of a URI such as `…/v1/files/file_…`) or an https
     URL (fetched like any input URL). None when the part carries neither."""
     inline = part.get("inlineData")
     if inline is not None:
-        inline = _object(inline, f"{where}.inlineData")
+        inline = _camel(_object(inline, f"{where}.inlineData"))
         _refuse_unknown(inline, {"mimeType", "data", "displayName"}, f"{where}.inlineData.")
         data = inline.get("data")
         if not isinstance(data, str) or not data:
@@ -227,7 +238,7 @@ def _image_part(part: dict, where: str) -> str | None:
         return data
     file_data = part.get("fileData")
     if file_data is not None:
-        file_data = _object(file_data, f"{where}.fileData")
+        file_data = _camel(_object(file_data, f"{where}.fileData"))
         _refuse_unknown(file_data, {"mimeType", "fileUri", "displayName"}, f"{where}.fileData.")
         uri = file_data.get("fileUri")
         if not isinstance(uri, str) or not uri:
@@ -263,7 +274,7 @@ def generate_content_native_request(body) -> dict:
             )
         for part_index, part in enumerate(content.get("parts") or []):
             where = f"contents[{index}].parts[{part_index}]"
-            part = _object(part, where)
+            part = _camel(_object(part, where))
             _refuse_unknown(part, PART_FIELDS, f"{where}.")
             if part.get("thought"):
                 continue  # interim thoughts of an earlier model turn: not part of the conversation
