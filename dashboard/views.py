@@ -20,7 +20,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing.selectors import month_to_date_statement, organization_usage
 from dashboard import forms, selectors
-from dashboard.access import SESSION_ORGANIZATION, dashboard_view
 from dashboard.services import invitation_send, playground_submit
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
@@ -36,6 +35,7 @@ from generation.webhooks.services import (
     webhook_secret_rotate,
 )
 from tenants import services as tenant_services
+from tenants.access import SESSION_ORGANIZATION, dashboard_view
 from tenants.errors import ImagegateError, NotFound
 from tenants.limits import rate_limit_hit
 from tenants.models import ALL_TIERS, ApiKey, Invitation, Membership

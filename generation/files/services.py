@@ -35,28 +35,15 @@ from generation.engine.catalog import InputLimits
 from generation.engine.outbound import outbound_fetch
 from generation.engine.providers.base import InputImage
 from generation.engine.storage import image_delete, image_open, image_store
+from generation.errors import FileInUse, InputMissing
 from generation.models import InputFile, Job, JobInput
-from tenants.errors import Conflict, ImagegateError, InvalidRequest, NotFound
+from tenants.errors import InvalidRequest, NotFound
 from tenants.models import Organization
 
 SNIFFED = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]*)?(;[\w=-]+)*;base64,", re.IGNORECASE)
 _URLSAFE = str.maketrans("-_", "+/")
 FILE_ID = re.compile(r"^file_[A-Za-z0-9]{4,36}$")
-
-
-class FileInUse(Conflict):
-    code = "file_in_use"
-    default_message = "This file is an input of a generation that has not finished yet."
-
-
-class InputMissing(ImagegateError):
-    """A job's input file is gone (deleted) by the time the job runs: the job fails with this."""
-
-    status_code = 400
-    type = "invalid_request_error"
-    code = "input_missing"
-    default_message = "An input image of this generation no longer exists."
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def unseed_input_capabilities(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("generation", "0003_batches_webhooks"),
-        ("tenants", "0005_plan_edit_prices"),
+        ("tenants", "0006_plan_edit_prices"),
     ]
 
     operations = [
