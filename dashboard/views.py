@@ -5,6 +5,8 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -441,7 +443,7 @@ def batch_detail(request, public_id: str):
         )
     except NotFound:
         raise Http404("No such batch.") from None
-    never_fed = "canceled" if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED) else "pending"
+    never_fed = "canceled" if batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED) else "pending"
     items = [(index, custom_id, job, job.status if job else never_fed) for index, custom_id, job in rows]
     context = {
         "batch": batch,
@@ -492,7 +494,8 @@ def usage(request):
         else {"start": billing_period_start().isoformat(), "end": today.isoformat()}
     )
     form = forms.UsageRangeForm(data)
-    rows, totals = [], {"images": 0, "amount": 0, "billable": 0}
+    rows: list = []
+    totals: dict[str, Any] = {"images": 0, "amount": Decimal(0), "billable": Decimal(0)}
     by_tier: dict[str, dict] = {}
     by_key: dict[str, dict] = {}
     by_day: dict[str, dict] = {}

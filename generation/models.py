@@ -378,11 +378,11 @@ class Batch(models.Model):
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "In progress"
-        CANCELLING = "cancelling", "Cancelling"
-        CANCELLED = "cancelled", "Cancelled"
+        CANCELING = "canceling", "Canceling"
+        CANCELED = "canceled", "Canceled"
         COMPLETED = "completed", "Completed"
 
-    TERMINAL = (Status.CANCELLED, Status.COMPLETED)
+    TERMINAL = (Status.CANCELED, Status.COMPLETED)
 
     public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
     organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="batches")

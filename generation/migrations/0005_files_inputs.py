@@ -39,7 +39,7 @@ def unseed_input_capabilities(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("generation", "0003_batches_webhooks"),
+        ("generation", "0004_batch_status_spelling"),
         ("tenants", "0006_plan_edit_prices"),
     ]
 
