@@ -174,12 +174,13 @@ def with_thumbnails(jobs: list[Job], *, organization: Organization) -> list[Job]
     ttl = organization.image_url_ttl_seconds
     for job in jobs:
         image = first.get(job.pk)
-        job.thumbnail_url = (
+        url = (
             image_url(public_id=image.public_id, storage_path=image.storage_path, ttl_seconds=ttl)
             if image and image.storage_path
             else None
         )
-        job.has_inputs = job.pk in with_inputs
+        setattr(job, "thumbnail_url", url)  # noqa: B010 - a page attribute, not a model field
+        setattr(job, "has_inputs", job.pk in with_inputs)  # noqa: B010
     return jobs
 
 

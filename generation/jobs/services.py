@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -114,7 +115,7 @@ def request_with_inputs(
     organization: Organization,
     api_key: ApiKey,
     request: GenerationRequest,
-    images: list[str | Upload] | None = None,
+    images: Sequence[str | Upload] | None = None,
     mask: str | Upload | None = None,
     images_param: str = "images",
     mask_param: str = "mask",

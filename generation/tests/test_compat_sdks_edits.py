@@ -25,6 +25,12 @@ def quick_sandbox():
     catalog_invalidate()
 
 
+def param_of(error: openai.APIStatusError) -> object:
+    body = error.body
+    assert isinstance(body, dict)
+    return body["param"]
+
+
 def decoded(b64_json: str) -> PILImage.Image:
     image = PILImage.open(io.BytesIO(base64.b64decode(b64_json)))
     image.load()
@@ -75,14 +81,14 @@ def test_openai_edit_errors_name_the_field(live_server, alice, settings):
     client = openai_client(live_server, alice.raw_live_key)
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.edit(image=("doc.pdf", b"%PDF-1.7 not an image", "application/pdf"), prompt="x")
-    assert raised.value.body["param"] == "image[0]"
+    assert param_of(raised.value) == "image[0]"
     settings.FILES_MAX_BYTES = 1024
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.edit(image=("big.png", image_bytes(300, 300) + b"\0" * 2048, "image/png"), prompt="x")
-    assert raised.value.body["param"] == "image"
+    assert param_of(raised.value) == "image"
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.edit(image=("a.png", image_bytes(), "image/png"), prompt="x", size="999x999")
-    assert raised.value.body["param"] == "size"
+    assert param_of(raised.value) == "size"
     assert Job.objects.count() == 0
 
 
@@ -91,7 +97,9 @@ def test_genai_generate_content_with_an_image_part_and_text(live_server, alice):
     photo = types.Part.from_bytes(data=image_bytes(128, 128, (200, 30, 30)), mime_type="image/png")
     response = client.models.generate_content(
         model=FLASH,
-        contents=[photo, "put a party hat on it"],
+        contents=types.Content(
+            role="user", parts=[photo, types.Part.from_text(text="put a party hat on it")]
+        ),
         config=types.GenerateContentConfig(response_modalities=["IMAGE"]),
     )
     [part] = response.candidates[0].content.parts
@@ -113,7 +121,13 @@ def test_genai_file_data_with_our_file_id_and_a_conversation(live_server, alice)
     config = types.GenerateContentConfig(response_modalities=["IMAGE"])
     first = client.models.generate_content(
         model=FLASH,
-        contents=[types.Part.from_uri(file_uri=file_id, mime_type="image/png"), "this logo on a mug"],
+        contents=types.Content(
+            role="user",
+            parts=[
+                types.Part.from_uri(file_uri=file_id, mime_type="image/png"),
+                types.Part.from_text(text="this logo on a mug"),
+            ],
+        ),
         config=config,
     )
     earlier = first.candidates[0].content
@@ -146,7 +160,13 @@ def test_genai_another_tenants_file_id_is_not_found(live_server, alice, charlie)
     with pytest.raises(genai_errors.ClientError) as raised:
         client.models.generate_content(
             model=FLASH,
-            contents=[types.Part.from_uri(file_uri=file_id, mime_type="image/png"), "x"],
+            contents=types.Content(
+                role="user",
+                parts=[
+                    types.Part.from_uri(file_uri=file_id, mime_type="image/png"),
+                    types.Part.from_text(text="x"),
+                ],
+            ),
             config=types.GenerateContentConfig(response_modalities=["IMAGE"]),
         )
     assert raised.value.code == 404

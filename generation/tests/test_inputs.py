@@ -413,7 +413,8 @@ def test_gemini_gets_the_inputs_as_inline_parts_and_the_edit_is_billed_as_an_edi
     assert parts[0] == {"text": "a mug"}
     sent = base64.b64decode(parts[1]["inlineData"]["data"])
     assert parts[1]["inlineData"]["mimeType"] == "image/png"
-    assert PILImage.open(io.BytesIO(sent)).getpixel((1, 1))[:3] == RED
+    pixel = PILImage.open(io.BytesIO(sent)).convert("RGB").getpixel((1, 1))
+    assert pixel == RED
     assert "mask" in parts[2]["text"]
     sent_mask = PILImage.open(io.BytesIO(base64.b64decode(parts[3]["inlineData"]["data"])))
     assert sent_mask.mode == "L" and sent_mask.getpixel((1, 1)) == 255 and sent_mask.getpixel((63, 1)) == 0

@@ -8,6 +8,7 @@ stored file is what was billed and what `GET /v1/generations/{id}` serves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import pybase64
@@ -55,7 +56,7 @@ class CompatAPIView(OrganizationScopedAPIView):
         self,
         request: GenerationRequest,
         *,
-        images: list[str | Upload] | None = None,
+        images: Sequence[str | Upload] | None = None,
         mask: str | Upload | None = None,
     ) -> dict:
         """Run the request to completion; the finished job's document with at least one image
