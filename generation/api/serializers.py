@@ -7,6 +7,8 @@ against the catalog (generation/catalog.py), also before anything is reserved or
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -15,6 +17,7 @@ from generation.documents import job_document, job_render
 from generation.jobs.services import GenerationRequest
 from generation.models import Batch, Job, WebhookDelivery
 from tenants.errors import InvalidRequest
+from tenants.json_types import StrictTypesSerializer
 from tenants.models import Organization, Tier
 
 SAFETY_LEVELS = ["block_low_and_above", "block_medium_and_above", "block_only_high", "block_none"]
@@ -42,7 +45,9 @@ class InputSpecField(serializers.Field):
         return value
 
 
-class GenerationCreateInputSerializer(serializers.Serializer):
+class GenerationCreateInputSerializer(StrictTypesSerializer):
+    """JSON types are strict (`"count": "2"` is a 400), as the published schema says."""
+
     prompt = serializers.CharField(max_length=4000)
     tier = serializers.ChoiceField(choices=Tier.choices, required=False)
     model = serializers.CharField(max_length=100, required=False)
@@ -66,6 +71,11 @@ class GenerationCreateInputSerializer(serializers.Serializer):
     # takes, and whether it takes a mask, is the catalog's call (a 400 naming the parameter).
     images = serializers.ListField(child=InputSpecField(), max_length=16, required=False)
     mask = InputSpecField(required=False, allow_null=True)
+    # Refused before anything is reserved when the worst case (count x the highest unit price that
+    # could apply) is above it. Kept as a decimal string: batch items are stored as JSON.
+    max_cost = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal("0"), required=False, allow_null=True
+    )
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
@@ -101,6 +111,9 @@ class GenerationCreateInputSerializer(serializers.Serializer):
             except InvalidRequest as exc:
                 raise serializers.ValidationError(exc.message) from None
         return value
+
+    def validate_max_cost(self, value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
 
     def validate_metadata(self, value: dict) -> dict:
         if len(value) > 16 or any(len(key) > 40 for key in value):

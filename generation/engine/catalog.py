@@ -326,6 +326,12 @@ def route_plan(
             routes = [
                 r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)
             ]
+            if not routes:  # the successor is not served (in this tier): say so, not IndexError
+                raise ModelRetired(
+                    f"Model '{retired.model_id}' was retired and its successor '{successor}' is not "
+                    f"served{f' in the {tier} tier' if tier else ''}. Choose another model or tier.",
+                    param="model",
+                )
         tier = tier or routes[0].tier
         routes = [r for r in routes if r.tier == tier]
         fallback_tiers: list[str] = []  # a pinned model is never swapped for another tier's model

@@ -43,12 +43,20 @@ from generation.engine.router import Outcome
 from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
 from generation.errors import IdempotencyConflict, JobNotCancelable
 from generation.files.services import Upload, input_resolve, inputs_check, job_inputs_attach, job_inputs_load
-from generation.models import Batch, Image, Job
+from generation.models import Batch, Image, Job, new_job_id
 from generation.params import GenerationParams
 from tenants.admission import generation_admit
-from tenants.errors import InvalidRequest, NotFound
+from tenants.errors import InvalidRequest, MaxCostExceeded, NotFound
 from tenants.ids import new_public_id
-from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
+from tenants.limits import (
+    concurrency_acquire,
+    concurrency_release,
+    quota_release,
+    quota_reserve,
+    spend_reserve,
+    spend_settle,
+    test_images_reserve,
+)
 from tenants.models import ApiKey, Organization
 from tenants.selectors import organization_limits
 
@@ -66,6 +74,8 @@ class GenerationRequest(GenerationParams):
     fallback: str | None = None
     webhook_url: str | None = None
     metadata: dict = field(default_factory=dict)
+    # The most the caller accepts to pay for this request (decimal string, the plan's currency).
+    max_cost: str | None = None
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
@@ -155,6 +165,20 @@ def request_with_inputs(
     return replace(request, images=tuple(resolved), mask=mask_id)
 
 
+def worst_case_unit_price(
+    *, organization: Organization, plan: RoutePlan, fallback_policy: str, edit: bool = False
+) -> Decimal:
+    """The highest unit price any image of this request could be billed at: the requested tier's
+    under fallback "allow" (a fallback is billed at the requested price), else the highest price of
+    the tiers that may serve it; at the plan's edit prices for a request with input images."""
+    prices = organization.plan
+    price_for = prices.edit_price_for if edit else prices.price_for
+    if fallback_policy == Organization.Fallback.ALLOW:
+        return price_for(plan.tier)
+    tiers = {plan.tier} | {route.tier for route in plan.fallback}
+    return max(price_for(tier) for tier in tiers)
+
+
 def job_submit(
     *,
     organization: Organization,
@@ -182,12 +206,38 @@ def job_submit(
     params = request.to_json()
     if plan.notice:
         params["model_notice"] = plan.notice
+    unit_price = (
+        worst_case_unit_price(
+            organization=organization, plan=plan, fallback_policy=fallback_policy, edit=request.is_edit
+        )
+        if livemode
+        else Decimal("0")  # test keys always use the sandbox, never billed
+    )
+    if request.max_cost is not None and unit_price * request.count > Decimal(request.max_cost):
+        raise MaxCostExceeded(
+            f"This request may cost up to {unit_price * request.count} {organization.plan.currency} "
+            f"({request.count} x {unit_price}), above its max_cost of {request.max_cost}.",
+            param="max_cost",
+        )
+    public_id = public_id or new_job_id()
     try:
         with transaction.atomic():
-            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            # Lock order (the release takes the same): quota month, key month, then the organization.
+            if livemode:
+                period = quota_reserve(organization=organization, images=request.count)
+                spend_reserve(
+                    organization=organization,
+                    api_key=api_key,
+                    job_public_id=public_id,
+                    images=request.count,
+                    unit_price=unit_price,
+                )
+            else:
+                period = None
+                test_images_reserve(organization=organization, images=request.count)
             concurrency_acquire(organization=organization)
             job = Job.objects.create(
-                **({"public_id": public_id} if public_id else {}),
+                public_id=public_id,
                 organization=organization,
                 api_key=api_key,
                 livemode=livemode,
@@ -289,11 +339,13 @@ class LeaseLost(Exception):
     """The job is no longer ours (canceled, or the lease expired and another worker took it)."""
 
 
-def _release(job: Job, *, delivered: int) -> None:
+def _release(job: Job, *, delivered: int, amount: Decimal = Decimal("0")) -> None:
     if job.livemode and job.quota_period is not None:
         quota_release(
             organization_id=job.organization_id, images=job.count - delivered, period_start=job.quota_period
         )
+    if job.livemode:
+        spend_settle(job_public_id=job.public_id, images=delivered, amount=amount)
     concurrency_release(organization_id=job.organization_id)
 
 
@@ -385,7 +437,7 @@ def job_succeed(
     ]
     Image.objects.bulk_create(rows)
     UsageRecord.objects.bulk_create(records)
-    _release(job, delivered=len(delivered))
+    _release(job, delivered=len(delivered), amount=amount)
     _finished(job, rows, **fields)
 
 

@@ -40,7 +40,7 @@ def unseed_input_capabilities(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("generation", "0004_batch_status_spelling"),
-        ("tenants", "0006_plan_edit_prices"),
+        ("tenants", "0008_plan_edit_prices"),
     ]
 
     operations = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from datetime import timedelta
 
 import httpx
@@ -427,3 +428,20 @@ def test_gemini_gets_the_inputs_as_inline_parts_and_the_edit_is_billed_as_an_edi
     plain_cost = Job.objects.get(public_id=plain["id"]).upstream_cost
     assert edit_cost > plain_cost
     assert json.dumps(edit).count("base64") == 0  # the job document names files, never bytes
+
+
+def test_image_bodies_have_their_own_size_limit(alice, settings):
+    """The request guard's global limit stays small; bodies that carry images get
+    IMAGE_BODY_MAX_BYTES (and are still refused above it, with a 413)."""
+    settings.REQUEST_BODY_MAX_BYTES = 4096
+    settings.IMAGE_BODY_MAX_BYTES = 256 * 1024
+    noise = PILImage.frombytes("RGB", (60, 60), os.urandom(60 * 60 * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    body = {"prompt": "x", "images": [b64(out.getvalue())]}
+    assert len(str(body)) > 4096
+    assert alice.client().post("/v1/generations", body, format="json").status_code == 202
+    padded = {"url": "https://example.com/" + "a" * 5000}
+    assert alice.client().put("/v1/webhook", padded, format="json").status_code == 413
+    settings.IMAGE_BODY_MAX_BYTES = 4096
+    assert alice.client().post("/v1/generations", body, format="json").status_code == 413

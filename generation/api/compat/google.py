@@ -112,6 +112,14 @@ def _object(value, name: str) -> dict:
     return value
 
 
+def _array(value, name: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"Invalid value at '{name}': expected a list.", param=name)
+    return value
+
+
 def _refuse_unknown(data: dict, known: set[str], prefix: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
@@ -272,7 +280,7 @@ def generate_content_native_request(body) -> dict:
             raise InvalidRequest(
                 f"contents[{index}].role must be user or model.", param=f"contents[{index}].role"
             )
-        for part_index, part in enumerate(content.get("parts") or []):
+        for part_index, part in enumerate(_array(content.get("parts"), f"contents[{index}].parts")):
             where = f"contents[{index}].parts[{part_index}]"
             part = _camel(_object(part, where))
             _refuse_unknown(part, PART_FIELDS, f"{where}.")

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0005_organization_payment_failed_at"),
+        ("tenants", "0007_merge_spend_controls"),
     ]
 
     operations = [
