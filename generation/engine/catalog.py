@@ -67,6 +67,47 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class InputLimits:
+    """A model's input-image capabilities, from `capabilities["inputs"]` in the catalog:
+    {"max_images": 14, "mask": true, "mime_types": [...], "max_bytes": ..., "max_pixels": ...}.
+    A model without the key takes no input images (Imagen's :predict)."""
+
+    max_images: int = 0
+    mask: bool = False
+    mime_types: tuple[str, ...] = ()
+    max_bytes: int = 0
+    max_pixels: int = 0
+
+    @classmethod
+    def of(cls, capabilities: dict) -> InputLimits:
+        inputs = capabilities.get("inputs") or {}
+        return cls(
+            max_images=int(inputs.get("max_images", 0)),
+            mask=bool(inputs.get("mask", False)),
+            mime_types=tuple(inputs.get("mime_types", ())),
+            max_bytes=int(inputs.get("max_bytes", 0)),
+            max_pixels=int(inputs.get("max_pixels", 0)),
+        )
+
+    @classmethod
+    def strictest(cls, routes: list[RouteSpec]) -> InputLimits:
+        """Limits every route of a plan honours, so failover never meets an input it refuses."""
+        limits = [route.input_limits for route in routes]
+        if not limits:
+            return cls()
+        types = set(limits[0].mime_types)
+        for limit in limits[1:]:
+            types &= set(limit.mime_types)
+        return cls(
+            max_images=min(limit.max_images for limit in limits),
+            mask=all(limit.mask for limit in limits),
+            mime_types=tuple(sorted(types)),
+            max_bytes=min(limit.max_bytes for limit in limits),
+            max_pixels=min(limit.max_pixels for limit in limits),
+        )
+
+
+@dataclass(frozen=True)
 class RouteSpec:
     id: int
     tier: str
@@ -136,7 +177,17 @@ class RouteSpec:
             return "safety_level"
         if params.person_generation and params.person_generation not in caps.get("person_generation", []):
             return "person_generation"
+        inputs = self.input_limits
+        if len(params.images) > inputs.max_images:
+            return "images"
+        if params.mask and not inputs.mask:
+            return "mask"
         return None
+
+    @property
+    def input_limits(self) -> InputLimits:
+        """What this route's model accepts as input images (none unless the catalog says so)."""
+        return InputLimits.of(self.capabilities)
 
     def upstream_cost(
         self, resolution: str, usage: dict | None, images: int, service_tier: str | None = None
@@ -430,8 +481,16 @@ def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: s
     detail = (
         f"; supported: {', '.join(accepted) if isinstance(accepted, list) else accepted}" if accepted else ""
     )
-    if param in _OPTIONAL_FEATURES:
+    if param in _OPTIONAL_FEATURES or param == "mask":
         message = f"{param} is not supported by the {tier} tier's models ({routes[0].model_id}){detail}."
+    elif param == "images":
+        limit = routes[0].input_limits.max_images
+        message = (
+            f"{len(params.images)} input images is more than the {tier} tier's model "
+            f"({routes[0].model_id}) accepts ({limit})."
+            if limit
+            else f"images are not supported by the {tier} tier's model ({routes[0].model_id})."
+        )
     else:
         message = f"{param} '{value}' is not supported by the {tier} tier{detail}."
     raise InvalidRequest(message, param=param)
