@@ -3,7 +3,7 @@ services; these only shape and check what was typed."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -97,7 +97,7 @@ class SignupForm(forms.Form):
         return self.cleaned_data["email"].lower()
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         password = cleaned.get("password")
         if password:
             user = get_user_model()(username=cleaned.get("username", ""), email=cleaned.get("email", ""))
@@ -122,7 +122,7 @@ class InvitationSignupForm(forms.Form):
         return username
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         password = cleaned.get("password")
         if password:
             try:
@@ -160,7 +160,9 @@ class PlaygroundForm(forms.Form):
 
     def __init__(self, *args, keys: list[ApiKey], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["api_key"].choices = [(key.public_id, f"{key.name} ({key.masked})") for key in keys]
+        cast(forms.ChoiceField, self.fields["api_key"]).choices = [
+            (key.public_id, f"{key.name} ({key.masked})") for key in keys
+        ]
 
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"].strip()
@@ -186,7 +188,7 @@ class UsageRangeForm(forms.Form):
     MAX_DAYS = 366
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         start, end = cleaned.get("start"), cleaned.get("end")
         for name, value in (("start", start), ("end", end)):
             if value and value > LATEST_USAGE_DATE:

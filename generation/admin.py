@@ -6,11 +6,14 @@ the secret. Catalog edits reach every worker within CATALOG_TTL_SECONDS.
 """
 
 from datetime import timedelta
+from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from generation.engine.credentials import account_credentials, base_url_allowed, credentials_ref_problem
 from generation.models import (
     Batch,
     Image,
@@ -24,8 +27,32 @@ from generation.models import (
 )
 
 
+class ProviderAccountForm(forms.ModelForm):
+    """Refuses references and hosts the worker would not use (generation.engine.credentials)."""
+
+    class Meta:
+        model = ProviderAccount
+        fields = "__all__"  # noqa: DJ007 - the admin's own field list decides what is shown
+
+    def clean_base_url(self) -> str:
+        url = self.cleaned_data.get("base_url", "")
+        if url and not base_url_allowed(url):
+            raise forms.ValidationError(
+                "Only Google's API hosts (PROVIDER_BASE_URL_HOSTS) over https; http only for loopback."
+            )
+        return url
+
+    def clean_credentials_ref(self) -> str:
+        ref = self.cleaned_data.get("credentials_ref", "")
+        problem = credentials_ref_problem(ref) if ref else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return ref
+
+
 @admin.register(ProviderAccount)
 class ProviderAccountAdmin(admin.ModelAdmin):
+    form = ProviderAccountForm
     list_display = (
         "name",
         "kind",
@@ -46,7 +73,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="Credentials found")
     def credentials_configured(self, obj: ProviderAccount) -> bool:
-        return obj.resolve_credentials() is not None
+        return account_credentials(obj) is not None
 
     def get_readonly_fields(self, request, obj=None):
         readonly = tuple(super().get_readonly_fields(request, obj))
@@ -63,7 +90,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     def construct_change_message(self, request, form, formsets, add=False):
         """Django's history records which fields changed; for the sensitive ones record the values
         too (references and URLs, never secrets), so the audit trail says where a secret went."""
-        message = super().construct_change_message(request, form, formsets, add)
+        message: Any = super().construct_change_message(request, form, formsets, add)
         values = {
             name: {"old": form.initial.get(name, ""), "new": form.cleaned_data.get(name, "")}
             for name in self.SENSITIVE_FIELDS

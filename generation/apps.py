@@ -8,8 +8,27 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        _subscribe()
         post_spawn.connect(_start_runner, dispatch_uid="generation.start_runner")
         post_migrate.connect(_ensure_schedules, sender=self, dispatch_uid="generation-schedules")
+
+
+def _subscribe() -> None:
+    """Every consumer of a generation event, in one place (see generation/events.py)."""
+    from generation import events
+    from generation.batches.services import batch_job_finished
+    from generation.jobs.notifications import job_finished_notify
+    from generation.webhooks.services import webhook_batch_finished, webhook_job_finished
+    from generation.worker.tasks import enqueue_run_job, enqueue_webhook_delivery
+
+    events.job_queued.subscribe(enqueue_run_job)
+    # Inside the terminal transaction, in this order: the webhook delivery row is written with the
+    # job; the waiter's notification and the batch's top-up run once that commits.
+    events.job_finished.subscribe(webhook_job_finished)
+    events.job_finished.subscribe(job_finished_notify)
+    events.job_finished.subscribe(batch_job_finished)
+    events.batch_finished.subscribe(webhook_batch_finished)
+    events.webhook_delivery_due.subscribe(enqueue_webhook_delivery)
 
 
 def _ensure_schedules(sender, using="default", **kwargs) -> None:

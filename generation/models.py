@@ -7,25 +7,15 @@ broker only rings the doorbell (see generation/jobs.py for the status machine an
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import secrets
 from datetime import date
 from decimal import Decimal
-from fnmatch import fnmatchcase
-from pathlib import Path
-from urllib.parse import urlsplit
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 
-from generation.engine.providers.base import Credentials
 from tenants.ids import new_public_id
-from tenants.models import Tier
-
-logger = logging.getLogger(__name__)
+from tenants.models import OrgScopedQuerySet, Tier
 
 
 def new_job_id() -> str:
@@ -101,106 +91,6 @@ class ProviderAccount(models.Model):
         env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
         return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
 
-    def clean(self) -> None:
-        """Admin edits are checked against the same policy the worker applies (see below)."""
-        problems = {}
-        if self.base_url and not base_url_allowed(self.base_url):
-            problems["base_url"] = (
-                "Only Google's API hosts (PROVIDER_BASE_URL_HOSTS) over https; http only for loopback."
-            )
-        ref_problem = credentials_ref_problem(self.credentials_ref) if self.credentials_ref else None
-        if ref_problem:
-            problems["credentials_ref"] = ref_problem
-        if problems:
-            raise ValidationError(problems)
-
-    def resolve_credentials(self) -> Credentials | None:
-        """Read the secret now (so rotation needs no restart). None when it is not configured, or
-        when the account would send it somewhere not allowed: a row edited outside the admin (or
-        before the policy) must not leak a secret either, so the worker checks again here."""
-        if self.kind == self.Kind.SANDBOX:
-            return Credentials()
-        if self.base_url and not base_url_allowed(self.base_url):
-            logger.warning("Provider account %s: base_url host not allowed; not using it", self.name)
-            return None
-        secret = _read_secret(self.credentials_ref)
-        if not secret:
-            return None
-        if secret.lstrip().startswith("{"):
-            try:
-                info = json.loads(secret)
-            except ValueError:
-                return None
-            return Credentials(service_account_info=info, project=self.project or info.get("project_id"))
-        return Credentials(api_key=secret.strip(), project=self.project or None)
-
-
-# --- Where provider secrets may come from and go to -------------------------------------------
-# A staff user edits provider accounts in the admin; without these rules they could point an
-# account's credentials at any variable (STRIPE_SECRET_KEY) or file (/proc/self/environ) and its
-# base_url at their own host, and the worker would send that secret there as its API key.
-def env_name_allowed(name: str) -> bool:
-    return bool(name) and any(fnmatchcase(name, pattern) for pattern in settings.PROVIDER_SECRET_ENV_NAMES)
-
-
-def secret_path_allowed(path: str) -> bool:
-    """Inside PROVIDER_SECRETS_DIR after resolving symlinks and `..`."""
-    try:
-        resolved = Path(path).resolve(strict=False)
-        root = Path(settings.PROVIDER_SECRETS_DIR).resolve(strict=False)
-    except (OSError, RuntimeError, ValueError):
-        return False
-    return resolved != root and resolved.is_relative_to(root)
-
-
-def credentials_ref_problem(ref: str) -> str | None:
-    scheme, _, value = ref.partition(":")
-    if scheme in ("env", "envfile"):
-        if not env_name_allowed(value):
-            names = ", ".join(settings.PROVIDER_SECRET_ENV_NAMES)
-            return f"Environment variables must match PROVIDER_SECRET_ENV_NAMES ({names})."
-        return None
-    if scheme == "file":
-        if not secret_path_allowed(value):
-            return f"Files must be inside PROVIDER_SECRETS_DIR ({settings.PROVIDER_SECRETS_DIR})."
-        return None
-    return "Use env:VAR, envfile:VAR or file:/path."
-
-
-def base_url_allowed(url: str) -> bool:
-    """https to a host matching PROVIDER_BASE_URL_HOSTS; plain http only to an allowed loopback
-    host (the fake upstream of development and tests)."""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return False
-    if parts.username or parts.password or not host:
-        return False
-    if not any(fnmatchcase(host, pattern.lower()) for pattern in settings.PROVIDER_BASE_URL_HOSTS):
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
-
-
-def _read_secret(ref: str) -> str | None:
-    scheme, _, value = ref.partition(":")
-    if credentials_ref_problem(ref):
-        if ref:
-            logger.warning("Provider credentials reference %r is not allowed; not reading it", ref)
-        return None
-    try:
-        if scheme == "env":
-            return os.environ.get(value) or None
-        if scheme == "envfile":
-            path = os.environ.get(value)  # set by the operator's environment, not the admin
-            return Path(path).read_text() if path else None
-        if scheme == "file":
-            return Path(value).read_text()
-    except OSError:
-        return None
-    return None
-
 
 class UpstreamModel(models.Model):
     class Protocol(models.TextChoices):
@@ -267,11 +157,6 @@ class Route(models.Model):
 
 
 # --- Jobs -----------------------------------------------------------------------------------
-class JobQuerySet(models.QuerySet):
-    def for_org(self, organization) -> JobQuerySet:
-        return self.filter(organization=organization)
-
-
 class Job(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -332,7 +217,7 @@ class Job(models.Model):
     batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     custom_id = models.CharField(max_length=64, blank=True)
 
-    objects = JobQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
@@ -368,11 +253,6 @@ class Job(models.Model):
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
 
 
-class ImageQuerySet(models.QuerySet):
-    def for_org(self, organization) -> ImageQuerySet:
-        return self.filter(organization=organization)
-
-
 class Image(models.Model):
     public_id = models.CharField(max_length=40, unique=True, default=new_image_id, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
@@ -387,7 +267,7 @@ class Image(models.Model):
     filter_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ImageQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["job_id", "index"]
@@ -415,11 +295,6 @@ class RouteStatsMinute(models.Model):
 
 
 # --- Batches --------------------------------------------------------------------------------
-class BatchQuerySet(models.QuerySet):
-    def for_org(self, organization) -> BatchQuerySet:
-        return self.filter(organization=organization)
-
-
 class Batch(models.Model):
     """Up to 1,000 validated generation requests, turned into jobs by the feeder a few at a time.
 
@@ -429,11 +304,11 @@ class Batch(models.Model):
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "In progress"
-        CANCELLING = "cancelling", "Cancelling"
-        CANCELLED = "cancelled", "Cancelled"
+        CANCELING = "canceling", "Canceling"
+        CANCELED = "canceled", "Canceled"
         COMPLETED = "completed", "Completed"
 
-    TERMINAL = (Status.CANCELLED, Status.COMPLETED)
+    TERMINAL = (Status.CANCELED, Status.COMPLETED)
 
     public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
     organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="batches")
@@ -454,7 +329,7 @@ class Batch(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BatchQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
@@ -488,11 +363,6 @@ class WebhookEndpoint(models.Model):
         return f"{self.organization_id}: {self.url or '(no url)'}"
 
 
-class WebhookDeliveryQuerySet(models.QuerySet):
-    def for_org(self, organization) -> WebhookDeliveryQuerySet:
-        return self.filter(organization=organization)
-
-
 class WebhookDelivery(models.Model):
     """One event to one URL. Claimed by a lease on `next_attempt_at` so only one sender holds it."""
 
@@ -515,7 +385,7 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = WebhookDeliveryQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]

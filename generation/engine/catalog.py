@@ -15,9 +15,12 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from generation.engine.credentials import account_credentials
 from generation.engine.providers.base import Credentials, Target
+from generation.errors import ModelRetired, UnknownModel
 from generation.models import ProviderAccount, Route, UpstreamModel
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
+from generation.params import GenerationParams
+from tenants.errors import InvalidRequest, PermissionDenied
 from tenants.models import Tier
 
 CATALOG_TTL_SECONDS = 5.0
@@ -34,7 +37,7 @@ TIER_ALIASES = {
 }
 
 # Where a saturated or failing tier may be served from, when the tenant's policy allows it.
-FALLBACK_TIERS = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
+FALLBACK_TIERS: dict[str, list[str]] = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
 
 # Request parameters checked against route capabilities, in the order errors are reported.
 _OPTIONAL_FEATURES = ("seed", "negative_prompt")
@@ -71,25 +74,23 @@ class RouteSpec:
             return True
         return self.shutdown_date is not None and today >= self.shutdown_date
 
-    def unsupported_param(self, params: dict) -> str | None:
+    def unsupported_param(self, params: GenerationParams) -> str | None:
         """The first parameter this route cannot honour, or None."""
         caps = self.capabilities
-        if params["aspect_ratio"] not in caps.get("aspect_ratios", []):
+        if params.aspect_ratio not in caps.get("aspect_ratios", []):
             return "aspect_ratio"
-        if params["resolution"] not in caps.get("resolutions", []):
+        if params.resolution not in caps.get("resolutions", []):
             return "resolution"
-        if params["count"] > caps.get("max_images", 1):
+        if params.count > caps.get("max_images", 1):
             return "count"
-        if params["output_format"] not in caps.get("output_formats", []):
+        if params.output_format not in caps.get("output_formats", []):
             return "output_format"
         for feature in _OPTIONAL_FEATURES:
-            if params.get(feature) is not None and not caps.get(feature, False):
+            if getattr(params, feature) is not None and not caps.get(feature, False):
                 return feature
-        if params.get("safety_level") and params["safety_level"] not in caps.get("safety_levels", []):
+        if params.safety_level and params.safety_level not in caps.get("safety_levels", []):
             return "safety_level"
-        if params.get("person_generation") and params["person_generation"] not in caps.get(
-            "person_generation", []
-        ):
+        if params.person_generation and params.person_generation not in caps.get("person_generation", []):
             return "person_generation"
         return None
 
@@ -139,7 +140,7 @@ def build_snapshot() -> CatalogSnapshot:
     )
     for route in queryset:
         account, model = route.account, route.model
-        credentials = account.resolve_credentials()
+        credentials = account_credentials(account)
         protocol = "sandbox" if account.kind == ProviderAccount.Kind.SANDBOX else model.protocol
         caps = _effective_capabilities(model, account.kind)
         target = Target(
@@ -237,7 +238,7 @@ def _resolve_tier_or_model(model: str | None, tier: str | None) -> tuple[str | N
 
 def route_plan(
     *,
-    params: dict,
+    params: GenerationParams,
     livemode: bool,
     allowed_tiers: list[str],
     fallback_policy: str,
@@ -285,7 +286,7 @@ def route_plan(
         fallback_tiers: list[str] = []  # a pinned model is never swapped for another tier's model
     else:
         routes = [r for r in snapshot.routes if r.tier == tier]
-        fallback_tiers = FALLBACK_TIERS.get(tier, []) if fallback_policy != "deny" else []
+        fallback_tiers = FALLBACK_TIERS.get(tier or "", []) if fallback_policy != "deny" else []
 
     if tier not in allowed_tiers:
         raise PermissionDenied(
@@ -309,7 +310,7 @@ def route_plan(
     return RoutePlan(tier=tier, model_id=model_id, primary=primary, fallback=fallback, notice=notice)
 
 
-def _filter_supported(routes: list[RouteSpec], params: dict, tier: str) -> list[RouteSpec]:
+def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: str) -> list[RouteSpec]:
     supported = [r for r in routes if r.unsupported_param(params) is None]
     if supported:
         return supported
@@ -324,7 +325,7 @@ def _filter_supported(routes: list[RouteSpec], params: dict, tier: str) -> list[
         "safety_level": caps.get("safety_levels"),
         "person_generation": caps.get("person_generation"),
     }.get(param)
-    value = params.get(param)
+    value = getattr(params, param)
     detail = (
         f"; supported: {', '.join(accepted) if isinstance(accepted, list) else accepted}" if accepted else ""
     )

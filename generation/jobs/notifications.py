@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import orjson
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from config.redis_client import get_redis
 
@@ -30,6 +31,12 @@ DATABASE_POLL_SECONDS = 0.1
 
 def _channel() -> str:
     return f"{settings.REDIS_PREFIX}:jobs:finished"
+
+
+def job_finished_notify(*, job, document: dict) -> None:
+    """`events.job_finished` subscriber: once the terminal transaction commits, publish the
+    finished job's document to whichever web process has a request waiting on it."""
+    transaction.on_commit(partial(job_finished_publish, job.public_id, document))
 
 
 def job_finished_publish(public_id: str, document: dict | None = None) -> None:

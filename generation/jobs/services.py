@@ -11,7 +11,10 @@ Invariants:
   the job, and given back exactly once, in the transaction that moves it to a terminal status.
 - Usage records are inserted in the same transaction as the success transition, one per delivered
   image with a unique image id: an image is billed at most once, whatever the broker does.
-- The broker is only a doorbell: `job_reap` re-rings it for jobs whose message or worker was lost.
+- The broker is only a doorbell (rung through `events.job_queued`, which the worker subscribes
+  to): `job_reap` re-rings it for jobs whose message or worker was lost.
+- Finishing announces `events.job_finished` inside the terminal transaction; its consumers (the
+  waiting request, webhooks, batches) subscribe in generation/apps.py, and this module imports none.
 """
 
 from __future__ import annotations
@@ -31,10 +34,18 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.models import UsageRecord
+from generation import events
+from generation.documents import job_document
 from generation.engine.catalog import RoutePlan, route_plan
-from generation.jobs.notifications import job_finished_publish
+from generation.engine.providers.base import UpstreamBadRequest
+from generation.engine.router import Outcome
+from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
+from generation.errors import IdempotencyConflict, JobNotCancelable
 from generation.models import Batch, Image, Job
-from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound
+from generation.params import GenerationParams
+from tenants.admission import generation_admit
+from tenants.errors import NotFound
+from tenants.ids import new_public_id
 from tenants.limits import (
     concurrency_acquire,
     concurrency_release,
@@ -48,38 +59,17 @@ from tenants.selectors import organization_limits
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A validated generation request, in our vocabulary (see generation/serializers.py)."""
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(GenerationParams):
+    """A validated generation request: the parameters, the prompt and how to route and report it
+    (see generation/api/serializers.py)."""
 
     prompt: str
-    count: int = 1
     tier: str | None = None
     model: str | None = None
-    aspect_ratio: str = "1:1"
-    resolution: str = "1K"
-    output_format: str = "png"
-    compression_quality: int | None = None
-    seed: int | None = None
-    negative_prompt: str | None = None
-    safety_level: str | None = None
-    person_generation: str | None = None
     fallback: str | None = None
     webhook_url: str | None = None
     metadata: dict = field(default_factory=dict)
-
-    def params(self) -> dict:
-        return {
-            "count": self.count,
-            "aspect_ratio": self.aspect_ratio,
-            "resolution": self.resolution,
-            "output_format": self.output_format,
-            "compression_quality": self.compression_quality,
-            "seed": self.seed,
-            "negative_prompt": self.negative_prompt,
-            "safety_level": self.safety_level,
-            "person_generation": self.person_generation,
-        }
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
@@ -97,7 +87,7 @@ def job_plan(*, job: Job) -> RoutePlan:
     """The candidate routes for a job (recomputed at execution: health and the catalog move)."""
     organization = job.organization
     return route_plan(
-        params=job.params,
+        params=GenerationParams.from_json(job.params),
         livemode=job.livemode,
         allowed_tiers=organization_limits(organization=organization).allowed_tiers,
         fallback_policy=job.fallback_policy,
@@ -111,7 +101,7 @@ def request_plan(*, organization: Organization, api_key: ApiKey, request: Genera
     """Check a request against the catalog and the organization's tiers (raises InvalidRequest and
     friends); reserves nothing. Batches run it on every item before accepting any."""
     return route_plan(
-        params=request.params(),
+        params=request,
         livemode=api_key.mode == ApiKey.Mode.LIVE,
         allowed_tiers=organization_limits(organization=organization).allowed_tiers,
         fallback_policy=request.fallback or organization.fallback_policy,
@@ -131,10 +121,12 @@ def job_submit(
     batch: Batch | None = None,
     custom_id: str = "",
 ) -> tuple[Job, bool]:
-    """Validate against the routes, reserve quota and concurrency, insert the job, ring the
-    doorbell on commit. Returns (job, created); an idempotent replay returns the original job.
+    """Admit (active tenant, payment state), validate against the routes, reserve quota and
+    concurrency, insert the job, ring the doorbell on commit. Returns (job, created); an
+    idempotent replay returns the original job.
     `public_id` lets a caller register interest in the job before it exists (see JobWaiter).
     `batch`/`custom_id` mark a batch item (unique per batch: an item is never submitted twice)."""
+    generation_admit(organization=organization, api_key=api_key)
     request_hash = request.fingerprint()
     if idempotency_key:
         existing = _idempotent_match(organization, idempotency_key, request_hash)
@@ -143,7 +135,7 @@ def job_submit(
     livemode = api_key.mode == ApiKey.Mode.LIVE
     fallback_policy = request.fallback or organization.fallback_policy
     plan = request_plan(organization=organization, api_key=api_key, request=request)
-    params = request.params()
+    params = request.to_json()
     if plan.notice:
         params["model_notice"] = plan.notice
     try:
@@ -174,7 +166,7 @@ def job_submit(
                 batch=batch,
                 custom_id=custom_id,
             )
-            transaction.on_commit(partial(job_enqueue, job.public_id))
+            transaction.on_commit(partial(events.job_queued, public_id=job.public_id))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the insert
             existing = _idempotent_match(organization, idempotency_key, request_hash)
@@ -182,12 +174,6 @@ def job_submit(
                 return existing, False
         raise
     return job, True
-
-
-def job_enqueue(public_id: str) -> None:
-    from generation.worker.tasks import enqueue_run_job
-
-    enqueue_run_job(public_id)
 
 
 # --- Execute --------------------------------------------------------------------------------
@@ -261,29 +247,11 @@ def _release(job: Job, *, delivered: int) -> None:
 
 
 def _finished(job: Job, images: list[Image], **fields) -> None:
-    """Reflect a terminal UPDATE on the in-memory job, record its webhook delivery, then, after
-    commit, tell the waiting request (with the finished job's document, so it need not read it
-    back) and top up its batch."""
+    """Reflect a terminal UPDATE on the in-memory job and announce it, inside the terminal
+    transaction, with the finished job's document (waiters then need not read it back)."""
     for name, value in fields.items():
         setattr(job, name, value)
-    from generation.batches.services import batch_job_finished
-    from generation.documents import job_document
-    from generation.webhooks.services import webhook_job_finished
-
-    document = job_document(job, images)
-    transaction.on_commit(partial(job_finished_publish, job.public_id, document))
-    # In the terminal transaction: the webhook delivery exists if and only if the job finished
-    # (it is sent after commit, and re-driven if this process dies first).
-    webhook_job_finished(job=job, document=document)
-    if job.batch_id is not None:  # the freed slot goes to the batch's next item (re-driven too)
-        transaction.on_commit(partial(_batch_hook, job.public_id, job.batch_id, batch_job_finished))
-
-
-def _batch_hook(job_public_id: str, batch_pk: int, hook) -> None:
-    try:
-        hook(job_public_id=job_public_id, batch_pk=batch_pk)
-    except Exception:  # noqa: BLE001 - the job is finished; the runner's feeder pass re-drives
-        logger.exception("job %s: batch hook failed", job_public_id)
+    events.job_finished(job=job, document=job_document(job, images))
 
 
 @transaction.atomic
@@ -404,6 +372,108 @@ def job_fail(
     return bool(updated)
 
 
+def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
+    """Store every delivered image under the organization's prefix, transcoded to the requested
+    format; filtered candidates are kept as rows without files (shown, never billed)."""
+    wanted = job.params.get("output_format", "png")
+    quality = job.params.get("compression_quality")
+    prefix = f"images/{job.organization.public_id}/{job.public_id}"
+    stored: list[DeliveredImage] = []
+    for index, routed in enumerate(outcome.images[: job.count]):
+        image, route = routed.image, routed.route
+        public_id = new_public_id("img")
+        common = partial(
+            DeliveredImage,
+            index=index,
+            public_id=public_id,
+            served_tier=route.tier,
+            model=route.model_id,
+            route=route.label,
+            is_sandbox=route.is_sandbox,
+        )
+        if image.filtered or not image.data:
+            stored.append(
+                common(
+                    storage_path="",
+                    width=None,
+                    height=None,
+                    mime_type="",
+                    size_bytes=0,
+                    filtered=True,
+                    filter_reason=image.filter_reason or "filtered by the upstream safety system",
+                )
+            )
+            continue
+        data, mime = image.data, image.mime_type or "image/png"
+        if mime != MIME_TYPES[wanted]:
+            data, mime = image_transcode(data, output_format=wanted, quality=quality), MIME_TYPES[wanted]
+        width, height = image_dimensions(data)
+        path = image_store(path_prefix=prefix, image_public_id=public_id, data=data, mime_type=mime)
+        stored.append(
+            common(
+                storage_path=path,
+                width=width,
+                height=height,
+                mime_type=mime,
+                size_bytes=len(data),
+                filtered=False,
+                filter_reason="",
+            )
+        )
+    return stored
+
+
+# --- Complete -------------------------------------------------------------------------------
+def job_complete(*, job: Job, owner: str, outcome: Outcome) -> None:
+    """Record what the router brought back for a job `owner` holds: the images stored and billed
+    (a partial result says what is missing), or the failure with its customer-facing message.
+    If the job stopped being ours meanwhile (canceled, lease taken over), the files just stored
+    are deleted again and nothing is recorded."""
+    attempts = [attempt.as_dict() for attempt in outcome.attempts]
+    cost = outcome.upstream_cost.quantize(Decimal("0.000001"))
+    if not outcome.images:
+        error = outcome.error
+        rejected = isinstance(error, UpstreamBadRequest)
+        job_fail(
+            job=job,
+            owner=owner,
+            code="upstream_rejected" if rejected else "upstream_unavailable",
+            message=(
+                f"The upstream rejected the request: {error.message}"
+                if rejected and error is not None
+                else "No upstream route could generate the images"
+                + (f" (last error: {error.code})." if error else ".")
+            ),
+            attempts_log=attempts,
+            upstream_cost=cost,
+        )
+        return
+    stored = _store_images(job, outcome)
+    error_code = error_message = ""
+    if len(outcome.images) < job.count:
+        error_code = "partial_result"
+        error_message = (
+            f"{len(outcome.images)} of {job.count} images were generated; the rest failed"
+            + (f" ({outcome.error.code})." if outcome.error else ".")
+            + " Only delivered images are billed."
+        )
+    try:
+        job_succeed(
+            job=job,
+            owner=owner,
+            images=stored,
+            fallback_reason=outcome.fallback_reason,
+            attempts_log=attempts,
+            upstream_cost=cost,
+            error_code=error_code,
+            error_message=error_message,
+        )
+    except LeaseLost:
+        logger.warning("job %s: lease lost before finishing; discarding its images", job.public_id)
+        for image in stored:
+            image_delete(image.storage_path)
+
+
 # --- Cancel ---------------------------------------------------------------------------------
 @transaction.atomic
 def job_cancel(*, organization: Organization, public_id: str) -> Job:
@@ -451,7 +521,7 @@ def job_reap(*, now=None) -> dict[str, int]:
     candidates = Job.objects.filter(lost, enqueued_at__lt=stale_enqueue).values_list("pk", "public_id")[:500]
     for pk, public_id in candidates:
         if Job.objects.filter(lost, pk=pk, enqueued_at__lt=stale_enqueue).update(enqueued_at=now):
-            job_enqueue(public_id)
+            events.job_queued(public_id=public_id)
             counts["requeued"] += 1
     if counts["requeued"] or counts["failed"]:
         logger.warning("job reaper: %s", counts)

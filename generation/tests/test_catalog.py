@@ -1,25 +1,17 @@
 import pytest
 
 from generation.engine.catalog import catalog_invalidate, route_plan
+from generation.engine.credentials import account_credentials
+from generation.errors import ModelRetired
 from generation.models import ProviderAccount, UpstreamModel
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied
+from generation.params import GenerationParams
+from tenants.errors import InvalidRequest, PermissionDenied
 
 ALL = ["fast", "standard", "ultra"]
 
 
-def params(**overrides) -> dict:
-    base = {
-        "count": 1,
-        "aspect_ratio": "1:1",
-        "resolution": "1K",
-        "output_format": "png",
-        "compression_quality": None,
-        "seed": None,
-        "negative_prompt": None,
-        "safety_level": None,
-        "person_generation": None,
-    }
-    return {**base, **overrides}
+def params(**overrides) -> GenerationParams:
+    return GenerationParams(**overrides)
 
 
 def plan(**kwargs):
@@ -152,7 +144,7 @@ def test_vertex_credentials_from_a_secret_file(pro_plan, tmp_path, monkeypatch):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     catalog_invalidate()
     vertex = ProviderAccount.objects.get(name="vertex-global")
-    credentials = vertex.resolve_credentials()
+    credentials = account_credentials(vertex)
     assert credentials.service_account_info["client_email"] == "x@y"
     assert credentials.project == "proj-1"
     labels = [r.label for r in plan(tier="fast").primary]

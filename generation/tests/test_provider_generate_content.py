@@ -174,7 +174,7 @@ async def test_gemini_api_never_sends_vertex_only_fields(fake_upstream):
 
 
 async def test_safety_setting_covers_the_four_categories(fake_upstream):
-    request = ProviderRequest(prompt="a", count=1, safety_setting="block_medium_and_above")
+    request = ProviderRequest(prompt="a", count=1, safety_level="block_medium_and_above")
 
     await fake_upstream.call(generate_content.generate, fake_upstream.target(), request)
 

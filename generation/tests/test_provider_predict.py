@@ -127,7 +127,7 @@ async def test_optional_parameters_are_sent_only_when_set(fake_upstream):
         count=1,
         seed=42,
         negative_prompt="blur",
-        safety_setting="block_only_high",
+        safety_level="block_only_high",
         person_generation="allow_adult",
     )
 

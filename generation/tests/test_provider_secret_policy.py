@@ -8,7 +8,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from generation.models import ProviderAccount, base_url_allowed, credentials_ref_problem
+from generation.engine.credentials import account_credentials, base_url_allowed, credentials_ref_problem
+from generation.models import ProviderAccount
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,7 @@ def test_references_outside_the_allow_list_are_never_read(gemini, monkeypatch, r
     monkeypatch.setenv("SECRET_KEY", "django-secret")
     gemini.credentials_ref = ref
     assert credentials_ref_problem(ref) is not None
-    assert gemini.resolve_credentials() is None
+    assert account_credentials(gemini) is None
 
 
 def test_allowed_variables_and_files_inside_the_secrets_directory_are_read(
@@ -35,24 +36,24 @@ def test_allowed_variables_and_files_inside_the_secrets_directory_are_read(
 ):
     monkeypatch.setenv("IMAGEGATE_PROVIDER_GEMINI_KEY", "AIza-allowed")
     gemini.credentials_ref = "env:IMAGEGATE_PROVIDER_GEMINI_KEY"
-    assert gemini.resolve_credentials().api_key == "AIza-allowed"
+    assert account_credentials(gemini).api_key == "AIza-allowed"
 
     settings.PROVIDER_SECRETS_DIR = str(tmp_path / "secrets")
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "gemini").write_text("AIza-from-file\n")
     (tmp_path / "outside").write_text("AIza-outside")
     gemini.credentials_ref = f"file:{tmp_path}/secrets/gemini"
-    assert gemini.resolve_credentials().api_key == "AIza-from-file"
+    assert account_credentials(gemini).api_key == "AIza-from-file"
     for ref in (
         f"file:{tmp_path}/secrets/../outside",
         f"file:{tmp_path}/outside",
         f"file:{tmp_path}/secrets",
     ):
         gemini.credentials_ref = ref
-        assert gemini.resolve_credentials() is None, ref
+        assert account_credentials(gemini) is None, ref
     (tmp_path / "secrets" / "link").symlink_to(tmp_path / "outside")
     gemini.credentials_ref = f"file:{tmp_path}/secrets/link"
-    assert gemini.resolve_credentials() is None
+    assert account_credentials(gemini) is None
 
 
 @pytest.mark.parametrize(
@@ -76,9 +77,9 @@ def test_base_urls_are_limited_to_allowed_hosts(url, allowed):
 def test_a_secret_is_never_sent_to_a_host_that_is_not_allowed(gemini, monkeypatch, settings):
     monkeypatch.setenv("GEMINI_API_KEY", "AIza-real")
     gemini.base_url = "https://attacker.example"
-    assert gemini.resolve_credentials() is None  # the route counts as unconfigured
+    assert account_credentials(gemini) is None  # the route counts as unconfigured
     settings.PROVIDER_BASE_URL_HOSTS = ["attacker.example"]  # an operator may allow a host explicitly
-    assert gemini.resolve_credentials().api_key == "AIza-real"
+    assert account_credentials(gemini).api_key == "AIza-real"
 
 
 def change(client, account, **fields):

@@ -40,6 +40,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from generation import events
 from generation.engine.outbound import outbound_pin, outbound_url_check
 from generation.models import Batch, Job, WebhookDelivery, WebhookEndpoint
 from generation.pagination import newest_first_page
@@ -172,20 +173,21 @@ def _object_finished(obj: Job | Batch, *, event: str, document: dict) -> Webhook
 
 
 def webhook_job_finished(*, job: Job, document: dict) -> WebhookDelivery | None:
-    """A job reached a terminal status (called inside that transaction): record the delivery of
-    its document to the request's or the organization's URL. One query when there is no webhook."""
+    """`events.job_finished` subscriber (inside the terminal transaction): record the delivery of
+    the job's document to the request's or the organization's URL, so the delivery exists if and
+    only if the job finished. One query when there is no webhook."""
     return _object_finished(job, event=EVENT_GENERATION_COMPLETED, document=document)
 
 
 def webhook_batch_finished(*, batch: Batch, document: dict) -> WebhookDelivery | None:
+    """`events.batch_finished` subscriber (inside the batch's terminal transaction)."""
     return _object_finished(batch, event=EVENT_BATCH_COMPLETED, document=document)
 
 
 # --- Sending ----------------------------------------------------------------------------------
 def webhook_delivery_enqueue(public_id: str) -> None:
-    from generation.worker.tasks import enqueue_webhook_delivery
-
-    enqueue_webhook_delivery(public_id)
+    """After commit: hand the delivery to whoever sends (the worker's sender threads subscribe)."""
+    events.webhook_delivery_due(public_id=public_id)
 
 
 def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:

@@ -22,7 +22,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
@@ -31,23 +30,20 @@ from django.utils import timezone
 
 from generation.batches.services import batch_feed_all
 from generation.engine.health import HealthBook
-from generation.engine.providers.base import ProviderRequest, UpstreamBadRequest
+from generation.engine.providers.base import ProviderRequest
 from generation.engine.router import ClientPool, Outcome, Router
-from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
 from generation.engine.upstream_limits import UpstreamLimiter
 from generation.jobs.services import (
-    DeliveredImage,
-    LeaseLost,
+    job_complete,
     job_fail,
     job_load,
     job_plan,
     job_reap,
     job_renew_leases,
-    job_succeed,
 )
 from generation.models import Job, RouteStatsMinute
+from generation.params import GenerationParams
 from tenants.errors import ImagegateError
-from tenants.ids import new_public_id
 
 logger = logging.getLogger(__name__)
 
@@ -64,55 +60,6 @@ def _with_db(fn, *args, **kwargs):
             raise
         connection.close()
         return fn(*args, **kwargs)
-
-
-def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
-    wanted = job.params.get("output_format", "png")
-    quality = job.params.get("compression_quality")
-    prefix = f"images/{job.organization.public_id}/{job.public_id}"
-    stored: list[DeliveredImage] = []
-    for index, routed in enumerate(outcome.images[: job.count]):
-        image, route = routed.image, routed.route
-        common = {
-            "index": index,
-            "public_id": new_public_id("img"),
-            "served_tier": route.tier,
-            "model": route.model_id,
-            "route": route.label,
-            "is_sandbox": route.is_sandbox,
-        }
-        if image.filtered or not image.data:
-            stored.append(
-                DeliveredImage(
-                    storage_path="",
-                    width=None,
-                    height=None,
-                    mime_type="",
-                    size_bytes=0,
-                    filtered=True,
-                    filter_reason=image.filter_reason or "filtered by the upstream safety system",
-                    **common,
-                )
-            )
-            continue
-        data, mime = image.data, image.mime_type or "image/png"
-        if mime != MIME_TYPES[wanted]:
-            data, mime = image_transcode(data, output_format=wanted, quality=quality), MIME_TYPES[wanted]
-        width, height = image_dimensions(data)
-        path = image_store(path_prefix=prefix, image_public_id=common["public_id"], data=data, mime_type=mime)
-        stored.append(
-            DeliveredImage(
-                storage_path=path,
-                width=width,
-                height=height,
-                mime_type=mime,
-                size_bytes=len(data),
-                filtered=False,
-                filter_reason="",
-                **common,
-            )
-        )
-    return stored
 
 
 def _flush_route_stats(pending: dict[int, list[int]]) -> None:
@@ -273,19 +220,8 @@ class JobRunner:
             except ImagegateError as exc:
                 await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message)
                 return
-            params = job.params
-            request = ProviderRequest(
-                prompt=job.prompt,
-                count=job.count,
-                aspect_ratio=params["aspect_ratio"],
-                resolution=params["resolution"],
-                output_format=params["output_format"],
-                compression_quality=params.get("compression_quality"),
-                seed=params.get("seed"),
-                negative_prompt=params.get("negative_prompt"),
-                safety_setting=params.get("safety_level"),
-                person_generation=params.get("person_generation"),
-                request_id=job.public_id,
+            request = ProviderRequest.of(
+                prompt=job.prompt, params=GenerationParams.from_json(job.params), request_id=job.public_id
             )
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())
@@ -305,51 +241,7 @@ class JobRunner:
                 )
 
     async def _finish(self, job: Job, outcome: Outcome) -> None:
-        attempts = [attempt.as_dict() for attempt in outcome.attempts]
-        cost = outcome.upstream_cost.quantize(Decimal("0.000001"))
-        if not outcome.images:
-            error = outcome.error
-            rejected = isinstance(error, UpstreamBadRequest)
-            await self.db(
-                job_fail,
-                job=job,
-                owner=self.owner,
-                code="upstream_rejected" if rejected else "upstream_unavailable",
-                message=(
-                    f"The upstream rejected the request: {error.message}"
-                    if rejected
-                    else "No upstream route could generate the images"
-                    + (f" (last error: {error.code})." if error else ".")
-                ),
-                attempts_log=attempts,
-                upstream_cost=cost,
-            )
-            return
-        stored = await self.db(_store_images, job, outcome)
-        error_code = error_message = ""
-        if len(outcome.images) < job.count:
-            error_code = "partial_result"
-            error_message = (
-                f"{len(outcome.images)} of {job.count} images were generated; the rest failed"
-                + (f" ({outcome.error.code})." if outcome.error else ".")
-                + " Only delivered images are billed."
-            )
-        try:
-            await self.db(
-                job_succeed,
-                job=job,
-                owner=self.owner,
-                images=stored,
-                fallback_reason=outcome.fallback_reason,
-                attempts_log=attempts,
-                upstream_cost=cost,
-                error_code=error_code,
-                error_message=error_message,
-            )
-        except LeaseLost:
-            logger.warning("job %s: lease lost before finishing; discarding its images", job.public_id)
-            for image in stored:
-                await self.db(image_delete, image.storage_path)
+        await self.db(job_complete, job=job, owner=self.owner, outcome=outcome)
 
 
 _runner: JobRunner | None = None

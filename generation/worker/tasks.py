@@ -37,7 +37,8 @@ def _broker():
     return _brokers[pid]
 
 
-def enqueue_run_job(public_id: str) -> None:
+def enqueue_run_job(*, public_id: str) -> None:
+    """`events.job_queued` subscriber: ring the doorbell (a django-q2 task) for the job."""
     if settings.GENERATION_INLINE_DOORBELL:
         run_job(public_id)
         return
@@ -88,7 +89,7 @@ def _send_in_thread(public_id: str) -> None:
         close_old_connections()
 
 
-def enqueue_webhook_delivery(public_id: str) -> None:
+def enqueue_webhook_delivery(*, public_id: str) -> None:
     """Called after commit where the event happened (usually the worker's runner). If this process
     dies first, the delivery is still pending and due: the scheduled re-drive sends it."""
     if settings.GENERATION_INLINE_DOORBELL:

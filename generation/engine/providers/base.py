@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from generation.params import GenerationParams
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -38,21 +40,17 @@ class Target:
     timeout_seconds: float = 120.0
 
 
-@dataclass(frozen=True)
-class ProviderRequest:
-    """Parameters in our own vocabulary; validated against the route's capabilities beforehand."""
+@dataclass(frozen=True, kw_only=True)
+class ProviderRequest(GenerationParams):
+    """The parameters plus the prompt; validated against the route's capabilities beforehand.
+    `count` is the number of images wanted from this call."""
 
     prompt: str
-    count: int  # images wanted from this call (1-4)
-    aspect_ratio: str = "1:1"  # "1:1", "3:4", "4:3", "9:16", "16:9", ...
-    resolution: str = "1K"  # "512", "1K", "2K", "4K"
-    output_format: str = "png"  # "png" | "jpeg" | "webp"
-    compression_quality: int | None = None  # jpeg/webp quality 0-100
-    seed: int | None = None
-    negative_prompt: str | None = None
-    safety_setting: str | None = None  # e.g. "block_medium_and_above"
-    person_generation: str | None = None  # e.g. "allow_adult"
     request_id: str = ""  # for upstream logs / tracing only
+
+    @classmethod
+    def of(cls, *, prompt: str, params: GenerationParams, request_id: str = "") -> ProviderRequest:
+        return cls(prompt=prompt, request_id=request_id, **params.to_json())
 
 
 @dataclass

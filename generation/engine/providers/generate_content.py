@@ -80,8 +80,8 @@ def build_body(target: Target, request: ProviderRequest, *, seed: int | None) ->
         "contents": [{"role": "user", "parts": [{"text": request.prompt}]}],
         "generationConfig": generation_config,
     }
-    if request.safety_setting:
-        threshold = request.safety_setting.upper()
+    if request.safety_level:
+        threshold = request.safety_level.upper()
         body["safetySettings"] = [{"category": c, "threshold": threshold} for c in SAFETY_CATEGORIES]
     return body
 

@@ -44,8 +44,8 @@ def build_body(target: Target, request: ProviderRequest) -> dict:
             parameters["addWatermark"] = False  # Vertex ignores/rejects a seed while watermarking
     if request.negative_prompt:
         parameters["negativePrompt"] = request.negative_prompt
-    if request.safety_setting:
-        parameters["safetySetting"] = request.safety_setting.upper()
+    if request.safety_level:
+        parameters["safetySetting"] = request.safety_level.upper()
     if request.person_generation:
         parameters["personGeneration"] = request.person_generation.upper()
     return {"instances": [{"prompt": request.prompt}], "parameters": parameters}
