@@ -229,7 +229,6 @@ RATE_LIMIT_WINDOW_SECONDS = 60
 # multipart uploads of up to BATCH_MAX_REQUESTS lines) has its own, larger limit.
 REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024, minimum=1024)
 BATCH_BODY_MAX_BYTES = env_int("BATCH_BODY_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 # Deepest nesting of arrays/objects accepted in a JSON body (deeper is a 400, never a RecursionError).
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32, minimum=4)
 # Reverse proxies in front of gunicorn that append to X-Forwarded-For (nginx as documented: 1).
@@ -312,6 +311,28 @@ GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
 
+# --- Input images (generation.files) -----------------------------------------------------------
+# Largest input image we accept at all, per file (uploads, URL fetches, base64, multipart edits);
+# each model's own byte and pixel limits (catalog capabilities "inputs") are checked on use.
+FILES_MAX_BYTES = env_int("FILES_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+FILES_MAX_PIXELS = env_int("FILES_MAX_PIXELS", 50_000_000, minimum=1)
+# How long an input file is kept (uploaded or inline); a file an unfinished job uses is kept longer.
+FILES_RETENTION_SECONDS = env_int("FILES_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
+# Fetching an input image from a tenant's https URL: whole-fetch time limit and redirects followed
+# (each redirect target is checked against the SSRF rules again, see engine/outbound.py).
+FILES_FETCH_TIMEOUT_SECONDS = env_float("FILES_FETCH_TIMEOUT_SECONDS", 10.0)
+FILES_FETCH_MAX_REDIRECTS = env_int("FILES_FETCH_MAX_REDIRECTS", 3, minimum=0)
+# Tests only: also allow http:// and private/loopback addresses for input-image URLs.
+FILES_ALLOW_PRIVATE_URLS = env_bool("FILES_ALLOW_PRIVATE_URLS", False)
+# Bodies that may carry input images (POST /v1/files, /v1/images/edits, /v1/generations,
+# :generateContent, the playground; multipart files or base64 in JSON) are bounded by this
+# instead of REQUEST_BODY_MAX_BYTES (tenants.middleware.body_limit): a few images at most.
+IMAGE_BODY_MAX_BYTES = env_int("IMAGE_BODY_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
+# The request guard bounds every body by its path first; Django's own cap must not be lower.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(REQUEST_BODY_MAX_BYTES, IMAGE_BODY_MAX_BYTES)
+# Multipart files up to this stay in memory; bigger ones spool to a temporary file.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1024)
+
 # --- Batches and tenant webhooks --------------------------------------------------------------
 # Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the
 # tenant's interactive requests keep the rest; the feeder tops batches up every interval.
@@ -340,16 +361,29 @@ STRIPE_TIMEOUT_SECONDS = env_float("STRIPE_TIMEOUT_SECONDS", 10.0)
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
 # How long live generation keeps working after a failed invoice payment before it answers 402.
 BILLING_GRACE_PERIOD_DAYS = env_int("BILLING_GRACE_PERIOD_DAYS", 7, minimum=0)
-# Meter-event outbox (billing.outbox): rows claimed per run, wall-clock budget per run, retry backoff.
+# Meter-event outbox (billing.outbox): meter reports claimed per send batch, usage records aggregated
+# per transaction, wall-clock budget per run (a run drains until nothing is due), retry backoff.
 BILLING_OUTBOX_BATCH_SIZE = env_int("BILLING_OUTBOX_BATCH_SIZE", 500, minimum=1)
+BILLING_OUTBOX_AGGREGATE_BATCH_SIZE = env_int("BILLING_OUTBOX_AGGREGATE_BATCH_SIZE", 20000, minimum=1)
 BILLING_OUTBOX_TIME_BUDGET_SECONDS = env_int("BILLING_OUTBOX_TIME_BUDGET_SECONDS", 35, minimum=1)
 BILLING_OUTBOX_RETRY_BASE_SECONDS = env_int("BILLING_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=1)
 BILLING_OUTBOX_RETRY_MAX_SECONDS = env_int("BILLING_OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1)
 # Unsent usage older than this raises an operator alert; Stripe refuses meter events older than 35 days.
 BILLING_OUTBOX_ALERT_AGE_DAYS = env_int("BILLING_OUTBOX_ALERT_AGE_DAYS", 30, minimum=1)
-# Usage of an organization without a billable subscription is marked not reportable only once it is
-# this old, so a subscription whose webhook is still on its way does not lose its first images.
-BILLING_UNSUBSCRIBED_SETTLE_SECONDS = env_int("BILLING_UNSUBSCRIBED_SETTLE_SECONDS", 600, minimum=0)
+# Live usage of an organization without a billable subscription waits for one (never skipped); past
+# this many days an operator alert says so (it becomes unreportable at Stripe's 35 days).
+BILLING_OUTBOX_WAITING_ALERT_DAYS = env_int("BILLING_OUTBOX_WAITING_ALERT_DAYS", 7, minimum=1)
+# Stripe deduplicates meter event identifiers for 24 h: a send in doubt is retried only while its
+# first in-doubt attempt is younger than this; after that reconciliation decides (never a blind resend).
+BILLING_OUTBOX_RESEND_WINDOW_HOURS = env_int("BILLING_OUTBOX_RESEND_WINDOW_HOURS", 23, minimum=1)
+if BILLING_OUTBOX_RESEND_WINDOW_HOURS >= 24:
+    raise ImproperlyConfigured(
+        "BILLING_OUTBOX_RESEND_WINDOW_HOURS must stay below Stripe's 24 h dedupe window"
+    )
+# Reconciliation (billing.reconciliation): how long Stripe's summaries may lag behind accepted events,
+# and how many days back the hourly audit compares ledger and Stripe per customer, meter and day.
+BILLING_RECONCILE_SETTLE_SECONDS = env_int("BILLING_RECONCILE_SETTLE_SECONDS", 3600, minimum=0)
+BILLING_RECONCILE_DAYS = env_int("BILLING_RECONCILE_DAYS", 2, minimum=1)
 if STRIPE_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured(f"STRIPE_TIMEOUT_SECONDS must be > 0, got {STRIPE_TIMEOUT_SECONDS}")
 # One Stripe call lasts at most 2 x STRIPE_TIMEOUT_SECONDS (connect + read).
@@ -358,5 +392,5 @@ if BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 * STRIPE_TIMEOUT_SECONDS >= int(str(Q_
         "BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 x STRIPE_TIMEOUT_SECONDS must stay below the task timeout "
         f"({Q_CLUSTER['timeout']} s), or a worker could be killed in the middle of a send"
     )
-# stripe-python logs every request at INFO; the outbox sends one per image.
+# stripe-python logs every request at INFO.
 LOGGING["loggers"] = {**LOGGING["loggers"], "stripe": {"level": "WARNING"}}  # type: ignore[dict-item]

@@ -3,7 +3,7 @@ services; these only shape and check what was typed."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -97,7 +97,7 @@ class SignupForm(forms.Form):
         return self.cleaned_data["email"].lower()
 
     def clean(self):
-        cleaned = super().clean() or self.cleaned_data
+        cleaned = super().clean() or {}
         password = cleaned.get("password")
         if password:
             user = get_user_model()(username=cleaned.get("username", ""), email=cleaned.get("email", ""))
@@ -122,7 +122,7 @@ class InvitationSignupForm(forms.Form):
         return username
 
     def clean(self):
-        cleaned = super().clean() or self.cleaned_data
+        cleaned = super().clean() or {}
         password = cleaned.get("password")
         if password:
             try:
@@ -150,6 +150,15 @@ class ApiKeyCreateForm(forms.Form):
     )
 
 
+class ApiKeyCapsForm(forms.Form):
+    """A live key's monthly caps; empty means no cap."""
+
+    monthly_image_cap = forms.IntegerField(min_value=0, required=False, label="Monthly image cap")
+    monthly_spend_cap = forms.DecimalField(
+        min_value=0, max_digits=12, decimal_places=2, required=False, label="Monthly spend cap"
+    )
+
+
 class PlaygroundForm(forms.Form):
     api_key = forms.ChoiceField(label="API key")
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=4000)
@@ -160,9 +169,9 @@ class PlaygroundForm(forms.Form):
 
     def __init__(self, *args, keys: list[ApiKey], **kwargs):
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["api_key"]).choices = [
-            (key.public_id, f"{key.name} ({key.masked})") for key in keys
-        ]
+        api_key = self.fields["api_key"]
+        assert isinstance(api_key, forms.ChoiceField)
+        api_key.choices = [(key.public_id, f"{key.name} ({key.masked})") for key in keys]
 
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"].strip()
@@ -188,7 +197,7 @@ class UsageRangeForm(forms.Form):
     MAX_DAYS = 366
 
     def clean(self):
-        cleaned = super().clean() or self.cleaned_data
+        cleaned = super().clean() or {}
         start, end = cleaned.get("start"), cleaned.get("end")
         for name, value in (("start", start), ("end", end)):
             if value and value > LATEST_USAGE_DATE:

@@ -5,6 +5,7 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from datetime import timedelta
 from decimal import Decimal
 from functools import wraps
 from typing import Any
@@ -15,13 +16,14 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.db import IntegrityError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing import selectors as billing_selectors
 from billing.selectors import month_to_date_statement, organization_usage
 from config.client_address import client_bucket
 from dashboard import forms, selectors
@@ -33,7 +35,10 @@ from dashboard.services import (
 )
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
-from generation.jobs.selectors import job_get, models_for_organization
+from generation.engine.catalog_sync import open_alerts
+from generation.engine.storage import image_open
+from generation.files.services import Upload
+from generation.jobs.selectors import job_get, models_for_organization, upstream_cost_by_service_tier
 from generation.jobs.services import GenerationRequest
 from generation.models import Batch, Job
 from generation.webhooks.services import (
@@ -46,12 +51,13 @@ from generation.webhooks.services import (
 )
 from tenants import services as tenant_services
 from tenants.access import SESSION_ORGANIZATION, dashboard_view
-from tenants.errors import ImagegateError, NotFound
+from tenants.errors import ImagegateError, InvalidRequest, NotFound
 from tenants.limits import rate_limit_hit
 from tenants.models import ALL_TIERS, ApiKey, Invitation, Membership
 from tenants.selectors import billing_period_start
 
 SIGNUPS_PER_ADDRESS_PER_HOUR = 10
+MAX_PLAYGROUND_IMAGES = 14
 
 
 def _error_message(exc: ImagegateError) -> str:
@@ -356,6 +362,29 @@ def keys(request):
 
 @require_POST
 @dashboard_view(manage=True)
+def key_caps(request, public_id: str):
+    """Set a key's monthly image and spend caps (empty fields clear them)."""
+    api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
+    if api_key is None:
+        raise Http404("No such key.")
+    form = forms.ApiKeyCapsForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "; ".join(f"{form.fields[name].label}: {errors[0]}" for name, errors in form.errors.items()),
+        )
+        return redirect("dashboard:keys")
+    tenant_services.api_key_caps_set(
+        api_key=api_key,
+        monthly_image_cap=form.cleaned_data["monthly_image_cap"],
+        monthly_spend_cap=form.cleaned_data["monthly_spend_cap"],
+    )
+    messages.success(request, f"Caps of {api_key.name} ({api_key.masked}) saved.")
+    return redirect("dashboard:keys")
+
+
+@require_POST
+@dashboard_view(manage=True)
 def key_revoke(request, public_id: str):
     api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
     if api_key is None:
@@ -375,7 +404,7 @@ def _wants_json(request) -> bool:
 def playground(request):
     organization = request.access.organization
     usable = selectors.playground_keys(organization=organization)
-    form = forms.PlaygroundForm(request.POST or None, keys=usable)
+    form = forms.PlaygroundForm(request.POST or None, request.FILES or None, keys=usable)
     if request.method == "POST":
         if form.is_valid():
             data = form.cleaned_data
@@ -383,6 +412,7 @@ def playground(request):
                 job = playground_submit(
                     organization=organization,
                     api_key_id=data["api_key"],
+                    images=[_upload(f) for f in request.FILES.getlist("images")[:MAX_PLAYGROUND_IMAGES]],
                     request=GenerationRequest(
                         prompt=data["prompt"],
                         tier=data["tier"],
@@ -416,6 +446,24 @@ def playground(request):
     )
 
 
+def _upload(uploaded) -> Upload:
+    if uploaded.size > settings.FILES_MAX_BYTES:
+        message = f"{uploaded.name} is larger than {settings.FILES_MAX_BYTES // 2**20} MB."
+        raise InvalidRequest(message, param="images")
+    return Upload(data=uploaded.read(), filename=uploaded.name or "")
+
+
+def _input_urls(job: Job) -> list[dict]:
+    return [
+        {
+            "id": item.file_public_id,
+            "role": item.role,
+            "url": reverse("dashboard:input-file", args=[item.file_public_id]) if item.available else None,
+        }
+        for item in selectors.job_inputs(job=job)
+    ]
+
+
 def _job_or_404(request, public_id: str) -> Job:
     try:
         return job_get(organization=request.access.organization, public_id=public_id)
@@ -428,7 +476,8 @@ def _job_or_404(request, public_id: str) -> Job:
 def job_status(request, public_id: str):
     """The job as the API shows it (signed image URLs), for the playground's live progress."""
     job = _job_or_404(request, public_id)
-    return JsonResponse(job_render(job_document(job, list(job.images.all()))))
+    document = job_render(job_document(job, list(job.images.all())))
+    return JsonResponse({**document, "inputs": _input_urls(job)})
 
 
 @require_GET
@@ -484,7 +533,27 @@ def batch_detail(request, public_id: str):
 def job_detail(request, public_id: str):
     job = _job_or_404(request, public_id)
     document = job_render(job_document(job, list(job.images.all())))
-    return render(request, "dashboard/job_detail.html", {"job": job, "document": document})
+    context = {"job": job, "document": document, "inputs": _input_urls(job)}
+    return render(request, "dashboard/job_detail.html", context)
+
+
+@require_GET
+@dashboard_view()
+def gallery(request):
+    images = selectors.recent_images(organization=request.access.organization)
+    return render(request, "dashboard/gallery.html", {"images": images})
+
+
+@require_GET
+@dashboard_view()
+def input_file(request, public_id: str):
+    """An input image of this organization (playground previews, job pages); others are 404."""
+    file = selectors.input_file_for_dashboard(organization=request.access.organization, public_id=public_id)
+    if file is None:
+        raise Http404("No such file.")
+    response = FileResponse(image_open(file.storage_path), content_type=file.mime_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 # --- Usage, settings, operator -----------------------------------------------------------------
@@ -684,4 +753,13 @@ def operator(request):
     overview = selectors.platform_overview()
     chart = overview.revenue_chart
     rows = list(zip(chart["labels"], chart["revenue"], chart["upstream_cost"], strict=True))
-    return render(request, "dashboard/operator.html", {"platform": overview, "revenue_rows": rows})
+    context = {
+        "platform": overview,
+        "revenue_rows": rows,
+        "outbox": billing_selectors.billing_outbox_status(),
+        "billing_alerts": billing_selectors.billing_alerts_open(),
+        # Discovered models show up here as alerts (one query; the admin filters them by lifecycle).
+        "catalog_alerts": open_alerts(),
+        "service_tiers": upstream_cost_by_service_tier(since=timezone.now() - timedelta(days=30)),
+    }
+    return render(request, "dashboard/operator.html", context)

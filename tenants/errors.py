@@ -95,6 +95,31 @@ class QuotaExceeded(ImagegateError):
     default_message = "The monthly image quota of this organization is used up."
 
 
+class SpendCapExceeded(ImagegateError):
+    """The organization's monthly spend cap would be exceeded by this request's worst case."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "spend_cap_exceeded"
+    default_message = "This request would exceed the organization's monthly spend cap."
+
+
+class KeyCapExceeded(ImagegateError):
+    """The API key's monthly image or spend cap would be exceeded by this request."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "key_cap_exceeded"
+    default_message = "This request would exceed the API key's monthly cap."
+
+
+class MaxCostExceeded(InvalidRequest):
+    """The request's worst-case cost is above the `max_cost` it was sent with (nothing reserved)."""
+
+    code = "max_cost_exceeded"
+    default_message = "The worst-case cost of this request is above its max_cost."
+
+
 class MethodNotAllowed(ImagegateError):
     status_code = 405
     type = "invalid_request_error"

@@ -10,6 +10,7 @@ import hashlib
 import secrets
 import string
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
@@ -121,6 +122,56 @@ def api_key_revoke(*, api_key: ApiKey, now: datetime | None = None) -> ApiKey:
         api_key.revoked_at = now or timezone.now()
         ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=api_key.revoked_at)
     return api_key
+
+
+MAX_ALERT_THRESHOLDS = 5
+
+
+def _cap(value: Decimal | int | None, *, param: str) -> Decimal | int | None:
+    if value is not None and value < 0:
+        raise InvalidRequest("A cap cannot be negative; leave it empty for no cap.", param=param)
+    return value
+
+
+def api_key_caps_set(
+    *, api_key: ApiKey, monthly_image_cap: int | None, monthly_spend_cap: Decimal | None
+) -> ApiKey:
+    """Set (or clear, with None) a key's monthly image and spend caps. They apply to requests made
+    after the change; what is already reserved this month keeps counting against them."""
+    api_key.monthly_image_cap = _cap(monthly_image_cap, param="monthly_image_cap")  # type: ignore[assignment]
+    api_key.monthly_spend_cap = _cap(monthly_spend_cap, param="monthly_spend_cap")  # type: ignore[assignment]
+    ApiKey.objects.filter(pk=api_key.pk).update(
+        monthly_image_cap=api_key.monthly_image_cap, monthly_spend_cap=api_key.monthly_spend_cap
+    )
+    return api_key
+
+
+def spend_alert_thresholds_clean(values: list) -> list[int]:
+    """Percentages of the spend cap, 1-100, at most five, sorted and without duplicates."""
+    try:
+        thresholds = sorted({int(value) for value in values})
+    except (TypeError, ValueError):
+        raise InvalidRequest("Thresholds are whole percentages.", param="spend_alert_thresholds") from None
+    if len(thresholds) > MAX_ALERT_THRESHOLDS or any(not 1 <= t <= 100 for t in thresholds):
+        raise InvalidRequest(
+            f"Up to {MAX_ALERT_THRESHOLDS} thresholds between 1 and 100 (percent of the cap).",
+            param="spend_alert_thresholds",
+        )
+    return thresholds
+
+
+def organization_spend_controls_set(
+    *, organization: Organization, monthly_spend_cap: Decimal | None, alert_thresholds: list
+) -> Organization:
+    """Set (or clear) the organization's monthly spend cap and the percentages of it at which the
+    owners are e-mailed (once per threshold per month)."""
+    organization.monthly_spend_cap = _cap(monthly_spend_cap, param="monthly_spend_cap")  # type: ignore[assignment]
+    organization.spend_alert_thresholds = spend_alert_thresholds_clean(alert_thresholds)
+    Organization.objects.filter(pk=organization.pk).update(
+        monthly_spend_cap=organization.monthly_spend_cap,
+        spend_alert_thresholds=organization.spend_alert_thresholds,
+    )
+    return organization
 
 
 def api_key_touch(*, api_key: ApiKey, now: datetime) -> None:

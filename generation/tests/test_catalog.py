@@ -8,6 +8,9 @@ from generation.params import GenerationParams
 from tenants.errors import InvalidRequest, PermissionDenied
 
 ALL = ["fast", "standard", "ultra"]
+# Written against the 0002 seed (gemini-3.1-flash-image serving fast and standard, Imagen 4 with it
+# as successor); the 0004 lineup is tested in test_lineup.py. See tests/catalogs.py.
+pytestmark = pytest.mark.usefixtures("catalog_before_2026_10")
 
 
 def params(**overrides) -> GenerationParams:

@@ -8,8 +8,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from generation.engine.credentials import account_credentials, base_url_allowed, credentials_ref_problem
-from generation.models import ProviderAccount
+from generation.engine.credentials import account_credentials
+from generation.models import ProviderAccount, base_url_allowed, credentials_ref_problem
 
 pytestmark = pytest.mark.django_db
 
