@@ -30,7 +30,7 @@ CATALOG_SYNC_SCHEDULE_NAME = "generation: catalog_sync (models.list of every pro
 # Google has no "outputs images" flag in models.list; image models are named for it.
 _IMAGE_MODEL = re.compile(r"(?i)(?:^imagen-|image|nano-banana)")
 # The method each protocol needs in `supportedGenerationMethods`.
-_METHOD_FOR_PROTOCOL = {
+_METHOD_FOR_PROTOCOL: dict[str, str] = {
     UpstreamModel.Protocol.GENERATE_CONTENT: "generateContent",
     UpstreamModel.Protocol.PREDICT: "predict",
 }
@@ -202,8 +202,8 @@ def _reconcile(
     for pk, listing in listings.items():
         account = accounts[pk]
         for model_id, entry in sorted(listing.items()):
-            model = known.get(model_id)
-            if model is None:
+            found = known.get(model_id)
+            if found is None:
                 if not _IMAGE_MODEL.search(model_id):
                     continue
                 methods = entry.get("supportedGenerationMethods") or []
@@ -227,6 +227,7 @@ def _reconcile(
                     "and prices, then make it active and give it a route (it is not routed until then).",
                 )
                 continue
+            model = found
             mismatch = _mismatch(model, entry, today=today)
             model.upstream_metadata = {**model.upstream_metadata, account.name: _kept(entry)}
             model.last_seen_upstream_at = now

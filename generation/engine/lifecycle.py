@@ -84,6 +84,7 @@ def shutdown_notices_send(*, today: date | None = None) -> int:
     ).exclude(lifecycle=UpstreamModel.Lifecycle.RETIRED)
     since = timezone.now() - timedelta(days=PINNED_LOOKBACK_DAYS)
     for model in upcoming.select_related("successor"):
+        assert model.shutdown_date is not None  # the filter above
         days_left = (model.shutdown_date - today).days
         threshold = _threshold(days_left)
         if threshold is None:
@@ -123,7 +124,7 @@ def _notify(*, organization: Organization, model: UpstreamModel, threshold: int,
             ShutdownNotice.objects.create(
                 organization=organization,
                 model_id=model.model_id,
-                shutdown_date=model.shutdown_date,
+                shutdown_date=model.shutdown_date,  # type: ignore[misc]  # set: only models with a date are noticed
                 days_before=threshold,
                 recipients=recipients,
             )
