@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Local development defaults; production sets its own environment (see README).
 export DEBUG ?= 1
 
-.PHONY: install run test lint format bench migrate
+.PHONY: install run test lint format bench migrate chaos chaos-short
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,10 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 	$(BIN)/python tests/bench/compression.py
 	$(BIN)/python tests/bench/batch_fairness.py
+
+# Fault injection on the production profile with a private PostgreSQL and Redis (tests/chaos/).
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+
+chaos-short: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --short $(CHAOS_ARGS)

@@ -12,6 +12,7 @@ handler500 = "config.views.error"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
     path("admin/", admin.site.urls),
     path(
         "login/",

@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+from django.conf import settings
+from django.db import DatabaseError
 from django.http import Http404
+from redis import RedisError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
@@ -100,10 +103,41 @@ def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
     return (path or None), str(detail)
 
 
+def _dependency_exceptions() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [DatabaseError, RedisError]
+    try:
+        import psycopg
+        import psycopg_pool
+
+        found += [psycopg.OperationalError, psycopg_pool.PoolTimeout]
+    except ImportError:  # SQLite-only installs
+        pass
+    return tuple(found)
+
+
+_DEPENDENCY_EXCEPTIONS = _dependency_exceptions()
+
+
+def dependency_error(exc: BaseException | None) -> errors.ServiceUnavailable | None:
+    """A database or Redis failure (restart, pool timeout, statement timeout) as a 503 with
+    Retry-After; None for anything else. Integrity and programming errors are bugs, not outages."""
+    if exc is None or not isinstance(exc, _DEPENDENCY_EXCEPTIONS):
+        return None
+    from django.db import DataError, IntegrityError, NotSupportedError, ProgrammingError
+
+    if isinstance(exc, IntegrityError | ProgrammingError | DataError | NotSupportedError):
+        return None
+    logger.warning("dependency failure answered 503: %s: %s", type(exc).__name__, exc)
+    return errors.ServiceUnavailable(retry_after=settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
+
+
 def as_imagegate_error(exc: Exception) -> errors.ImagegateError | None:
     """Translate DRF and Django exceptions into our hierarchy; None for unexpected ones."""
     if isinstance(exc, errors.ImagegateError):
         return exc
+    unavailable = dependency_error(exc)
+    if unavailable is not None:
+        return unavailable
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_validation_error(exc.detail)
         if param and message.startswith("This field"):

@@ -16,12 +16,14 @@ from django.db import close_old_connections
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
+from config.redis_client import redis_call
 from generation.jobs.services import job_claim, job_reap
 from generation.webhooks.services import webhook_deliveries_due, webhook_delivery_send
-from generation.worker.runner import get_runner
+from generation.worker.runner import cancel_channel, current_runner, doorbell_channel, get_runner
 
 CAPACITY_WAIT_SECONDS = 20.0
 WEBHOOK_SCHEDULE_NAME = "generation: re-drive due webhook deliveries"
+REAP_SCHEDULE_NAME = "generation: reap lost jobs"
 _brokers: dict[int, object] = {}
 _sender: tuple[int, ThreadPoolExecutor] | None = None
 _sender_lock = threading.Lock()
@@ -38,18 +40,28 @@ def _broker():
 
 
 def enqueue_run_job(*, public_id: str) -> None:
-    """`events.job_queued` subscriber: ring the doorbell (a django-q2 task) for the job."""
+    """`events.job_queued` subscriber: ring a doorbell for the job. With Redis, a PUBLISH every
+    runner hears on its own event loop; without, a django-q2 task (the ORM broker). Either is only
+    a hint: runners also claim due jobs from the database on their own poll, so a lost doorbell,
+    a Redis outage or a wedged django-q2 pool delays a job by at most one poll, and a doorbell that
+    fails never fails the request that committed the job."""
     if settings.GENERATION_INLINE_DOORBELL:
         run_job(public_id)
         return
-    # save=False: a success row per image would cost a write (and a prune) on the hot path.
-    async_task(
-        "generation.worker.tasks.run_job",
-        public_id,
-        task_name=f"run-{public_id}",
-        save=False,
-        broker=_broker(),
-    )
+    if settings.REDIS_URL:
+        redis_call("doorbell", lambda client: client.publish(doorbell_channel(), public_id), lambda: 0)
+        return
+    try:
+        # save=False: a success row per image would cost a write (and a prune) on the hot path.
+        async_task(
+            "generation.worker.tasks.run_job",
+            public_id,
+            task_name=f"run-{public_id}",
+            save=False,
+            broker=_broker(),
+        )
+    except Exception:  # noqa: BLE001 - the runners' poll claims the job anyway
+        logger.warning("doorbell for %s not rung; the runners' poll will claim it", public_id, exc_info=True)
 
 
 def run_job(public_id: str) -> None:
@@ -60,7 +72,18 @@ def run_job(public_id: str) -> None:
         runner.submit(public_id)
 
 
+def ring_cancel(*, public_id: str) -> None:
+    """`events.job_cancel_requested` subscriber: tell the runner holding the job to abort its
+    upstream call now (this process's runner directly, every other one through Redis). Without
+    Redis the runner's one-second check finds the cancel."""
+    runner = current_runner()
+    if runner is not None:
+        runner.cancel(public_id)
+    redis_call("cancel", lambda client: client.publish(cancel_channel(), public_id), lambda: 0)
+
+
 def reap_jobs() -> dict:
+    """Every minute (django-q2 schedule) besides every runner's own timer: safe concurrently."""
     return job_reap()
 
 
