@@ -7,16 +7,13 @@ broker only rings the doorbell (see generation/jobs.py for the status machine an
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 from django.db import models
 
-from generation.engine.providers.base import Credentials
 from tenants.ids import new_public_id
 from tenants.models import Tier
 
@@ -93,36 +90,6 @@ class ProviderAccount(models.Model):
             return self.base_url.rstrip("/")
         env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
         return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
-
-    def resolve_credentials(self) -> Credentials | None:
-        """Read the secret now (so rotation needs no restart). None when it is not configured."""
-        if self.kind == self.Kind.SANDBOX:
-            return Credentials()
-        secret = _read_secret(self.credentials_ref)
-        if not secret:
-            return None
-        if secret.lstrip().startswith("{"):
-            try:
-                info = json.loads(secret)
-            except ValueError:
-                return None
-            return Credentials(service_account_info=info, project=self.project or info.get("project_id"))
-        return Credentials(api_key=secret.strip(), project=self.project or None)
-
-
-def _read_secret(ref: str) -> str | None:
-    scheme, _, value = ref.partition(":")
-    try:
-        if scheme == "env":
-            return os.environ.get(value) or None
-        if scheme == "envfile":
-            path = os.environ.get(value)
-            return Path(path).read_text() if path else None
-        if scheme == "file":
-            return Path(value).read_text()
-    except OSError:
-        return None
-    return None
 
 
 class UpstreamModel(models.Model):

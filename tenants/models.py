@@ -78,6 +78,9 @@ class Organization(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="organizations")
     created_at = models.DateTimeField(auto_now_add=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # Denormalized from billing (set through tenants.services.organization_payment_failed_set by
+    # billing's Stripe webhook handling): admission reads it without a billing query.
+    payment_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # Per-tenant overrides: null means "use the plan's value".
     monthly_images_override = models.PositiveIntegerField(null=True, blank=True)

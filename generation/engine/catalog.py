@@ -15,10 +15,12 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from generation.engine.credentials import account_credentials
 from generation.engine.providers.base import Credentials, Target
+from generation.errors import ModelRetired, UnknownModel
 from generation.models import ProviderAccount, Route, UpstreamModel
 from generation.params import GenerationParams
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
+from tenants.errors import InvalidRequest, PermissionDenied
 from tenants.models import Tier
 
 CATALOG_TTL_SECONDS = 5.0
@@ -138,7 +140,7 @@ def build_snapshot() -> CatalogSnapshot:
     )
     for route in queryset:
         account, model = route.account, route.model
-        credentials = account.resolve_credentials()
+        credentials = account_credentials(account)
         protocol = "sandbox" if account.kind == ProviderAccount.Kind.SANDBOX else model.protocol
         caps = _effective_capabilities(model, account.kind)
         target = Target(

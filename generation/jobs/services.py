@@ -41,9 +41,11 @@ from generation.engine.catalog import RoutePlan, route_plan
 from generation.engine.providers.base import UpstreamBadRequest
 from generation.engine.router import Outcome
 from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
+from generation.errors import IdempotencyConflict, JobNotCancelable
 from generation.models import Batch, Image, Job
 from generation.params import GenerationParams
-from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound
+from tenants.admission import generation_admit
+from tenants.errors import NotFound
 from tenants.ids import new_public_id
 from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
 from tenants.models import ApiKey, Organization
@@ -114,10 +116,12 @@ def job_submit(
     batch: Batch | None = None,
     custom_id: str = "",
 ) -> tuple[Job, bool]:
-    """Validate against the routes, reserve quota and concurrency, insert the job, ring the
-    doorbell on commit. Returns (job, created); an idempotent replay returns the original job.
+    """Admit (active tenant, payment state), validate against the routes, reserve quota and
+    concurrency, insert the job, ring the doorbell on commit. Returns (job, created); an
+    idempotent replay returns the original job.
     `public_id` lets a caller register interest in the job before it exists (see JobWaiter).
     `batch`/`custom_id` mark a batch item (unique per batch: an item is never submitted twice)."""
+    generation_admit(organization=organization, api_key=api_key)
     request_hash = request.fingerprint()
     if idempotency_key:
         existing = _idempotent_match(organization, idempotency_key, request_hash)
