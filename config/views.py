@@ -8,8 +8,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found, server_error
 
+from config.outages import SERVICE_UNAVAILABLE, is_dependency_outage
 from config.redis_client import get_redis, redis_degraded
-from tenants.api import dependency_error
 
 API_PREFIXES = ("/v1/", "/v1beta/", "/v1beta1/")
 
@@ -86,14 +86,15 @@ def not_found(request: HttpRequest, exception=None):
 
 def error(request: HttpRequest):
     """handler500. A database or Redis outage under any view (DRF or not, or a middleware) is a 503
-    with Retry-After in the API's error shape, never a 500 (see `tenants.api.dependency_error`)."""
-    unavailable = dependency_error(sys.exc_info()[1])
-    if unavailable is not None:
+    with Retry-After in the API's error shape, never a 500 (see config/outages.py)."""
+    if is_dependency_outage(sys.exc_info()[1]):
         if _is_api(request):
-            response = JsonResponse({"error": unavailable.as_dict()}, status=503)
+            response = JsonResponse({"error": SERVICE_UNAVAILABLE}, status=503)
         else:
-            response = HttpResponse(unavailable.message, status=503, content_type="text/plain; charset=utf-8")
-        response["Retry-After"] = str(unavailable.retry_after)
+            response = HttpResponse(
+                SERVICE_UNAVAILABLE["message"], status=503, content_type="text/plain; charset=utf-8"
+            )
+        response["Retry-After"] = str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
         return response
     if _is_api(request):
         return JsonResponse(

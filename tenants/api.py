@@ -12,14 +12,13 @@ import logging
 from typing import ClassVar
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.http import Http404
-from redis import RedisError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.outages import is_dependency_outage
 from tenants import errors
 from tenants.admission import request_admit
 from tenants.models import ApiKey, Organization
@@ -103,31 +102,11 @@ def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
     return (path or None), str(detail)
 
 
-def _dependency_exceptions() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [DatabaseError, RedisError]
-    try:
-        import psycopg
-        import psycopg_pool
-
-        found += [psycopg.OperationalError, psycopg_pool.PoolTimeout]
-    except ImportError:  # SQLite-only installs
-        pass
-    return tuple(found)
-
-
-_DEPENDENCY_EXCEPTIONS = _dependency_exceptions()
-
-
 def dependency_error(exc: BaseException | None) -> errors.ServiceUnavailable | None:
-    """A database or Redis failure (restart, pool timeout, statement timeout) as a 503 with
-    Retry-After; None for anything else. Integrity and programming errors are bugs, not outages."""
-    if exc is None or not isinstance(exc, _DEPENDENCY_EXCEPTIONS):
+    """A database or Redis outage (restart, pool timeout, statement timeout) as a 503 with
+    Retry-After; None for anything else (see config/outages.py)."""
+    if not is_dependency_outage(exc):
         return None
-    from django.db import DataError, IntegrityError, NotSupportedError, ProgrammingError
-
-    if isinstance(exc, IntegrityError | ProgrammingError | DataError | NotSupportedError):
-        return None
-    logger.warning("dependency failure answered 503: %s: %s", type(exc).__name__, exc)
     return errors.ServiceUnavailable(retry_after=settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
 
 

@@ -97,7 +97,7 @@ class QuotaExceeded(ImagegateError):
 
 class ServiceUnavailable(ImagegateError):
     """The database or Redis failed under this request (a restart, a failover, a timeout): never a
-    500, always retryable, with Retry-After (see `tenants.api.dependency_error`)."""
+    500, always retryable, with Retry-After (see config/outages.py)."""
 
     status_code = 503
     type = "api_error"
