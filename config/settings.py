@@ -118,6 +118,11 @@ REDIS_PREFIX = env_str("REDIS_PREFIX", "imagegate")
 # switches the process to its database/local fallbacks for REDIS_RETRY_SECONDS, then Redis is probed.
 REDIS_SOCKET_TIMEOUT_SECONDS = env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 0.5)
 REDIS_RETRY_SECONDS = env_float("REDIS_RETRY_SECONDS", 2.0)
+# While Redis is down each worker process enforces 1/N of every upstream account limit locally;
+# set N to at least the number of worker processes across machines (default: this machine's).
+UPSTREAM_LIMIT_DEGRADED_PROCESSES = env_int(
+    "UPSTREAM_LIMIT_DEGRADED_PROCESSES", env_int("Q_WORKERS", 2, minimum=1), minimum=1
+)
 if REDIS_URL:
     CACHES = {
         "default": {

@@ -64,6 +64,7 @@ DRAIN_SECONDS = 30.0
 STATS_FLUSH_SECONDS = 10.0
 CANCEL_CHECK_SECONDS = 1.0
 HEARTBEAT_SECONDS = 2.0
+SHARE_HEALTH_SECONDS = 1.0
 CLAIM_BATCH = 32
 
 
@@ -200,6 +201,15 @@ class JobRunner:
         self.limiter = UpstreamLimiter()
         self.router = Router(clients=self.clients, health=self.health, limiter=self.limiter)
         self._background: list[asyncio.Task] = []
+        self._aredis = None
+        if settings.REDIS_URL:
+            import redis.asyncio as aioredis
+
+            self._aredis = aioredis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+            )
         if self.poll:
             self._background.append(self._loop.create_task(self._claim_loop(), name="claim-loop"))
             if settings.REDIS_URL:
@@ -211,6 +221,8 @@ class JobRunner:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.clients.aclose()
         await self.limiter.close()
+        if self._aredis is not None:
+            await self._aredis.aclose()
 
     async def db(self, fn, /, *args, **kwargs):
         return await self._loop.run_in_executor(self._db_pool, partial(_with_db, fn, *args, **kwargs))
@@ -308,7 +320,7 @@ class JobRunner:
     async def _supervise(self) -> None:
         """Renew leases, flush stats and reap until the worker's main thread ends, then drain."""
         lease_every = max(1.0, settings.GENERATION_LEASE_SECONDS / 3)
-        next_lease = next_stats = next_cancel = next_beat = time.monotonic()
+        next_lease = next_stats = next_cancel = next_beat = next_share = time.monotonic()
         next_reap = time.monotonic() + random.uniform(0, settings.GENERATION_REAPER_INTERVAL_SECONDS)
         next_feed = time.monotonic()
         main = threading.main_thread()
@@ -319,6 +331,12 @@ class JobRunner:
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     _heartbeat_write(self)
+                if now >= next_share and self._aredis is not None:
+                    next_share = now + SHARE_HEALTH_SECONDS
+                    try:
+                        await self.health.share(self._aredis)
+                    except REDIS_ERRORS:  # each process keeps its own book until Redis is back
+                        next_share = now + settings.REDIS_RETRY_SECONDS
                 if now >= next_lease:
                     next_lease = next_cancel = now + lease_every
                     await self._renew_leases()

@@ -180,7 +180,7 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
     media = Path(stack.env["IMAGEGATE_VAR_DIR"]) / "media"
     missing_files = sum(1 for (path,) in images if not (media / path).exists())
     start, end = fault_window
-    baseline = [s for t, s, code in load.bystander if t < start and code == 200]
+    baseline = [s for t, s, code in load.bystander[2:] if t < start and code == 200]  # after warm-up
     during = [s for t, s, code in load.bystander if start <= t <= end + 30 and code == 200]
     unavailable_span = (max(load.unavailable_at) - min(load.unavailable_at)) if load.unavailable_at else 0.0
     result = {
