@@ -297,6 +297,10 @@ GENERATION_HEARTBEAT_DIR = Path(env_str("GENERATION_HEARTBEAT_DIR", str(VAR_DIR 
 WORKER_HEALTH_STALE_SECONDS = env_int("WORKER_HEALTH_STALE_SECONDS", 30, minimum=2)
 # Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
 GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
+# Requests parked waiting for their job (`?wait=`, compat APIs) per web process, and per organization
+# in one process; past it `?wait=` answers 202 at once and the compat APIs answer 429 + Retry-After.
+WAIT_MAX_PARKED_PER_PROCESS = env_int("WAIT_MAX_PARKED_PER_PROCESS", 24, minimum=1)
+WAIT_MAX_PARKED_PER_ORGANIZATION = env_int("WAIT_MAX_PARKED_PER_ORGANIZATION", 8, minimum=1)
 # How long an OpenAI/Google-compatible request waits for its job before answering 504 (the job
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
