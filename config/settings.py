@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
     "config.middleware.JsonGZipMiddleware",  # JSON only, never base64 image payloads (see its docstring)
     "django.middleware.security.SecurityMiddleware",

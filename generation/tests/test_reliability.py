@@ -12,6 +12,7 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from generation.engine.providers.base import ProviderImage
 from generation.engine.router import Outcome, RoutedImage
+from generation.jobs.liveness import worker_health
 from generation.jobs.services import (
     _discard_unrecorded,
     job_cancel,
@@ -25,7 +26,6 @@ from generation.jobs.services import (
 )
 from generation.models import Image, Job
 from generation.tests.test_jobs import image, in_flight, reserved, submit
-from generation.worker.liveness import worker_health
 
 
 def test_claim_due_takes_queued_and_expired_jobs_oldest_first_never_live_leases(alice):

@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 
-import orjson
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.utils import timezone
@@ -43,6 +42,7 @@ from generation.engine.health import HealthBook
 from generation.engine.providers.base import ProviderRequest
 from generation.engine.router import ClientPool, Outcome, Router
 from generation.engine.upstream_limits import UpstreamLimiter
+from generation.jobs.liveness import heartbeat_remove, heartbeat_write
 from generation.jobs.services import (
     job_cancel_settle,
     job_claim_due,
@@ -143,7 +143,7 @@ class JobRunner:
             self._db_pool.shutdown(wait=True)
             self._lease_pool.submit(connections.close_all).result()
             self._lease_pool.shutdown(wait=True)
-            _heartbeat_remove(self.owner)
+            heartbeat_remove(self.owner)
             self._stopped.set()
 
     def _close_db_connections(self) -> None:
@@ -471,34 +471,15 @@ def get_runner(*, poll: bool = False) -> JobRunner:
     return _runner
 
 
-# --- heartbeat (read by `manage.py worker_health`) -----------------------------------------------
-def _heartbeat_path(owner: str):
-    return settings.GENERATION_HEARTBEAT_DIR / (owner.replace(":", "_").replace("/", "_") + ".json")
-
-
 def _heartbeat_write(runner: JobRunner) -> None:
-    """One small file per runner, on this machine: liveness is a per-machine question, and it must
-    be answerable while Redis or the database is down."""
-    if not runner.poll:
-        return
-    settings.GENERATION_HEARTBEAT_DIR.mkdir(parents=True, exist_ok=True)
-    path = _heartbeat_path(runner.owner)
-    data = {
-        "owner": runner.owner,
-        "pid": runner.pid,
-        "beat_at": time.time(),
-        "inflight": len(runner.inflight),
-        "claimed_total": runner.claimed_total,
-        "finished_total": runner.finished_total,
-        "last_claim_at": runner.last_claim_at,
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(data))
-    os.replace(tmp, path)
-
-
-def _heartbeat_remove(owner: str) -> None:
-    try:
-        _heartbeat_path(owner).unlink()
-    except OSError:
-        pass
+    if runner.poll:
+        heartbeat_write(
+            runner.owner,
+            {
+                "pid": runner.pid,
+                "inflight": len(runner.inflight),
+                "claimed_total": runner.claimed_total,
+                "finished_total": runner.finished_total,
+                "last_claim_at": runner.last_claim_at,
+            },
+        )

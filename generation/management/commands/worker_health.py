@@ -5,7 +5,7 @@ python manage.py worker_health      # k8s livenessProbe exec / systemd ExecStart
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.worker.liveness import worker_health
+from generation.jobs.liveness import worker_health
 
 
 class Command(BaseCommand):

@@ -1,7 +1,9 @@
 """Is the worker tree on this machine making progress? Read by `manage.py worker_health`, the
-liveness probe of the k8s and systemd worker units.
+liveness probe of the k8s and systemd worker units, and by /metrics.
 
-Each runner writes a heartbeat file every two seconds (runner.py). The tree is alive when some
+Each runner writes a heartbeat file every two seconds (`heartbeat_write`, from the runner): files,
+not rows or keys, because liveness is a per-machine question that must be answerable while Redis
+or the database is down. The tree is alive when some
 runner here beat recently, and, if a claimable job has waited longer than the threshold, some runner
 here claimed work recently or is full. A database outage does not fail liveness (restarting the
 workers would not bring the database back); a wedged or dead runner does.
@@ -9,6 +11,7 @@ workers would not bring the database back); a wedged or dead runner does.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -29,7 +32,26 @@ class WorkerHealth:
     oldest_due_seconds: float | None
 
 
-def _heartbeats() -> list[dict]:
+def _heartbeat_path(owner: str):
+    return settings.GENERATION_HEARTBEAT_DIR / (owner.replace(":", "_").replace("/", "_") + ".json")
+
+
+def heartbeat_write(owner: str, data: dict) -> None:
+    settings.GENERATION_HEARTBEAT_DIR.mkdir(parents=True, exist_ok=True)
+    path = _heartbeat_path(owner)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({"owner": owner, "beat_at": time.time(), **data}))
+    os.replace(tmp, path)
+
+
+def heartbeat_remove(owner: str) -> None:
+    try:
+        _heartbeat_path(owner).unlink()
+    except OSError:
+        pass
+
+
+def heartbeats() -> list[dict]:
     beats = []
     directory = settings.GENERATION_HEARTBEAT_DIR
     if not directory.is_dir():
@@ -53,7 +75,7 @@ def oldest_due_job_age(*, now=None) -> float | None:
 def worker_health(*, now: float | None = None) -> WorkerHealth:
     now = time.time() if now is None else now
     stale = settings.WORKER_HEALTH_STALE_SECONDS
-    beats = [b for b in _heartbeats() if now - b.get("beat_at", 0) <= stale]
+    beats = [b for b in heartbeats() if now - b.get("beat_at", 0) <= stale]
     inflight = sum(b.get("inflight", 0) for b in beats)
     if not beats:
         return WorkerHealth(False, f"no runner heartbeat in the last {stale} s", 0, 0, None)
