@@ -317,8 +317,14 @@ BATCH_FEED_INTERVAL_SECONDS = env_float("BATCH_FEED_INTERVAL_SECONDS", 1.0)
 # Tests only: allow http:// and loopback/private webhook URLs (SSRF protection off).
 WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
-# Threads per process sending webhooks (a slow receiver holds one for up to the timeout).
+# Threads per process sending webhooks (a slow receiver holds one for up to the deadline).
 WEBHOOK_SENDER_THREADS = env_int("WEBHOOK_SENDER_THREADS", 4, minimum=1)
+# Hard wall-clock limit of one attempt (httpx's timeout is per socket read: a receiver trickling a
+# byte every 9 s would never trip it), sender threads one organization may hold per process, and
+# deliveries queued per process for the sender threads (beyond it they wait for the re-drive).
+WEBHOOK_DEADLINE_SECONDS = env_float("WEBHOOK_DEADLINE_SECONDS", 15.0)
+WEBHOOK_MAX_CONCURRENT_PER_ORGANIZATION = env_int("WEBHOOK_MAX_CONCURRENT_PER_ORGANIZATION", 2, minimum=1)
+WEBHOOK_QUEUE_MAX = env_int("WEBHOOK_QUEUE_MAX", 1000, minimum=1)
 # Retries stop (delivery failed) once the first attempt is older than this.
 WEBHOOK_RETRY_WINDOW_SECONDS = env_int("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, minimum=60)
 

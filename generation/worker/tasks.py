@@ -102,13 +102,32 @@ def _webhook_sender() -> ThreadPoolExecutor:
     return _sender[1]
 
 
+_queued = 0
+_queued_lock = threading.Lock()
+
+
+def _submit_send(public_id: str) -> bool:
+    """Queue a send on this process's sender threads, unless WEBHOOK_QUEUE_MAX are already queued
+    (then the delivery stays pending and due: the one-minute re-drive sends it)."""
+    global _queued
+    with _queued_lock:
+        if _queued >= settings.WEBHOOK_QUEUE_MAX:
+            return False
+        _queued += 1
+    _webhook_sender().submit(_send_in_thread, public_id)
+    return True
+
+
 def _send_in_thread(public_id: str) -> None:
+    global _queued
     close_old_connections()
     try:
         webhook_delivery_send(public_id=public_id)
     except Exception:  # noqa: BLE001 - the row stays pending; the scheduled re-drive retries it
         logger.exception("webhook %s: send failed", public_id)
     finally:
+        with _queued_lock:
+            _queued -= 1
         close_old_connections()
 
 
@@ -118,13 +137,11 @@ def enqueue_webhook_delivery(*, public_id: str) -> None:
     if settings.GENERATION_INLINE_DOORBELL:
         webhook_delivery_send(public_id=public_id)
         return
-    _webhook_sender().submit(_send_in_thread, public_id)
+    _submit_send(public_id)
 
 
 def redrive_webhooks() -> int:
     """Every minute (django-q2 schedule): hand due deliveries to this worker's sender threads and
     return at once. A delivery already being sent elsewhere is skipped at claim time."""
     due = webhook_deliveries_due()
-    for public_id in due:
-        _webhook_sender().submit(_send_in_thread, public_id)
-    return len(due)
+    return sum(1 for public_id in due if _submit_send(public_id))

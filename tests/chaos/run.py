@@ -291,7 +291,51 @@ def scenario_postgres(stack: ChaosStack, load: Load) -> dict:
     return {"postgres_down_seconds": round(time.time() - started, 1)}
 
 
-SCENARIOS = {"kill": scenario_kill, "redis": scenario_redis, "postgres": scenario_postgres}
+def prepare_upstream(stack: ChaosStack) -> None:
+    """A second route for the fast tier, on its own fake upstream that answers 30% 5xx/429, 10%
+    wrong-shaped 200s and 5% truncated 200s; the first route stays healthy."""
+    stack.fake_upstream(
+        "fake_upstream_2",
+        stack.fake2_port,
+        "--error-rate",
+        "0.3",
+        "--faults",
+        "wrong_shape:0.1,truncated:0.05",
+    )
+    stack.wait_port(stack.fake2_port)
+    stack.manage(
+        "shell",
+        "-c",
+        "from generation.models import ProviderAccount, Route;"
+        "healthy = Route.objects.filter(account__name='gemini-api', tier='fast').first();"
+        "account = ProviderAccount.objects.get(name='gemini-api');"
+        "account.pk = None; account.name = 'gemini-faulty';"
+        f"account.base_url = 'http://127.0.0.1:{stack.fake2_port}'; account.save();"
+        "Route.objects.create(tier=healthy.tier, position=healthy.position, account=account,"
+        " model=healthy.model, options=healthy.options)",
+    )
+
+
+def scenario_upstream(stack: ChaosStack, load: Load) -> dict:
+    time.sleep(8)
+    return {}
+
+
+def upstream_failovers(stack: ChaosStack) -> dict:
+    with _db(stack) as conn:
+        rows = conn.execute("SELECT attempts_log FROM generation_job WHERE status = 'succeeded'").fetchall()
+    failed_attempts = sum(1 for (log,) in rows for attempt in log if not attempt.get("ok"))
+    rescued = sum(1 for (log,) in rows if any(not attempt.get("ok") for attempt in log))
+    return {"failed_upstream_attempts": failed_attempts, "jobs_rescued_by_retry_or_failover": rescued}
+
+
+SCENARIOS = {
+    "kill": scenario_kill,
+    "redis": scenario_redis,
+    "postgres": scenario_postgres,
+    "upstream": scenario_upstream,
+}
+PREPARE = {"upstream": prepare_upstream}
 
 
 def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
@@ -302,6 +346,8 @@ def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
         stack.pg_init()
         stack.redis_start()
         stack.prepare()
+        if name in PREPARE:
+            PREPARE[name](stack)
         stack.up()
         load = Load(stack, jobs=jobs, rate=rate)
         joiner = load.run()
@@ -315,6 +361,10 @@ def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
         result = report(name, stack, load, (fault_start, fault_end), notes)
         if left:
             result["problems"].append(f"{left} jobs still open after 180 s")
+        if name == "upstream":
+            result.update(upstream_failovers(stack))
+            if result["failed_by_code"]:
+                result["problems"].append("client-visible failures while the healthy route had capacity")
         if name == "kill" and result.get("max_recovery_seconds", 0) > 60:
             result["problems"].append("service did not continue within 60 s")
         if name == "postgres" and result["503_span_seconds"] > 15:
