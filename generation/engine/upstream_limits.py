@@ -27,16 +27,19 @@ _ACQUIRE_LUA = """
 local now = tonumber(ARGV[1])
 local conc_limit, rpm_limit, ipm_limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local images, window_end = tonumber(ARGV[7]), tonumber(ARGV[8])
+local calls = tonumber(ARGV[9])
 if conc_limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZCARD', KEYS[1]) >= conc_limit then return -1 end
+  if redis.call('ZCARD', KEYS[1]) + calls > conc_limit then return -1 end
 end
 local used_requests = tonumber(redis.call('GET', KEYS[2]) or '0')
 local used_images = tonumber(redis.call('GET', KEYS[3]) or '0')
-if rpm_limit > 0 and used_requests + 1 > rpm_limit then return window_end - now end
+if rpm_limit > 0 and used_requests + calls > rpm_limit then return window_end - now end
 if ipm_limit > 0 and used_images + images > ipm_limit then return window_end - now end
-if conc_limit > 0 then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2]) end
-if rpm_limit > 0 then redis.call('INCR', KEYS[2]); redis.call('PEXPIRE', KEYS[2], 120000) end
+if conc_limit > 0 then
+  for i = 1, calls do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2] .. ':' .. i) end
+end
+if rpm_limit > 0 then redis.call('INCRBY', KEYS[2], calls); redis.call('PEXPIRE', KEYS[2], 120000) end
 if ipm_limit > 0 then redis.call('INCRBY', KEYS[3], images); redis.call('PEXPIRE', KEYS[3], 120000) end
 return 0
 """
@@ -51,6 +54,18 @@ class Slot:
     account_id: int
     token: str
     local: bool = False  # taken from the per-process fallback (Redis was down)
+    calls: int = 1  # HTTP calls (concurrency slots and requests) this slot covers
+
+
+def _calls(route, images: int, concurrency: int, rpm: int) -> int:
+    """Upstream HTTP calls one provider call makes: generateContent returns one image per call and
+    fans out one call per image, so each takes its own slot and request (never more than the
+    limits themselves, or a big job could never start)."""
+    calls = images if getattr(route.target, "protocol", "") == "generate_content" else 1
+    for limit in (concurrency, rpm):
+        if limit:
+            calls = min(calls, limit)
+    return max(1, calls)
 
 
 def _limits(route) -> tuple[int, int, int]:
@@ -68,21 +83,22 @@ class _LocalBackend:
 
     async def try_acquire(self, route, images: int, token: str) -> float:
         conc, rpm, ipm = (-(-limit // self._share) if limit else 0 for limit in _limits(route))
+        calls = _calls(route, images, conc, rpm)
         window = int(time.time() // 60)
         wait = (window + 1) * 60 - time.time()
         with self._lock:
             holders = self._in_flight.setdefault(route.account_id, set())
-            if conc and len(holders) >= conc:
+            if conc and len(holders) + calls > conc:
                 return -1
-            if rpm and self._windows.get((route.account_id, "r", window), 0) + 1 > rpm:
+            if rpm and self._windows.get((route.account_id, "r", window), 0) + calls > rpm:
                 return wait
             if ipm and self._windows.get((route.account_id, "i", window), 0) + images > ipm:
                 return wait
             if conc:
-                holders.add(token)
+                holders.update(f"{token}:{i}" for i in range(1, calls + 1))
             if rpm:
                 self._windows[(route.account_id, "r", window)] = (
-                    self._windows.get((route.account_id, "r", window), 0) + 1
+                    self._windows.get((route.account_id, "r", window), 0) + calls
                 )
             if ipm:
                 key = (route.account_id, "i", window)
@@ -91,9 +107,11 @@ class _LocalBackend:
                 self._windows = {k: v for k, v in self._windows.items() if k[2] >= window - 1}
             return 0
 
-    async def release(self, account_id: int, token: str) -> None:
+    async def release(self, account_id: int, token: str, calls: int = 1) -> None:
         with self._lock:
-            self._in_flight.get(account_id, set()).discard(token)
+            holders = self._in_flight.get(account_id, set())
+            for i in range(1, calls + 1):
+                holders.discard(f"{token}:{i}")
 
 
 class _RedisBackend:
@@ -127,13 +145,15 @@ class _RedisBackend:
                 ipm,
                 min(images, ipm) if ipm else images,
                 (window + 1) * 60_000,
+                _calls(route, images, conc, rpm),
             ],
         )
         result = int(result)
         return -1 if result == -1 else result / 1000.0
 
-    async def release(self, account_id: int, token: str) -> None:
-        await self._client.zrem(f"{settings.REDIS_PREFIX}:ul:{account_id}:slots", token)
+    async def release(self, account_id: int, token: str, calls: int = 1) -> None:
+        members = [f"{token}:{i}" for i in range(1, calls + 1)]
+        await self._client.zrem(f"{settings.REDIS_PREFIX}:ul:{account_id}:slots", *members)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -166,13 +186,20 @@ class UpstreamLimiter:
         if local and not isinstance(self._backend, _LocalBackend):
             wait = await self._fallback.try_acquire(route, images, token)
             if wait == 0:
-                return Slot(route.account_id, token, local=True), 0.0
+                calls = _calls(route, images, *self._fallback_limits(route))
+                return Slot(route.account_id, token, local=True, calls=calls), 0.0
             return None, wait
         if local:
             wait = await self._backend.try_acquire(route, images, token)
         if wait == 0:
-            return Slot(route.account_id, token), 0.0
+            conc, rpm, _ = _limits(route)
+            return Slot(route.account_id, token, calls=_calls(route, images, conc, rpm)), 0.0
         return None, wait
+
+    def _fallback_limits(self, route) -> tuple[int, int]:
+        share = settings.UPSTREAM_LIMIT_DEGRADED_PROCESSES
+        conc, rpm, _ = (-(-limit // share) if limit else 0 for limit in _limits(route))
+        return conc, rpm
 
     async def acquire(self, route, images: int, *, deadline: float) -> Slot:
         """Wait (at most until `deadline`, a monotonic time) for a slot on this route's account."""
@@ -189,10 +216,10 @@ class UpstreamLimiter:
 
     async def release(self, slot: Slot) -> None:
         if slot.local and not isinstance(self._backend, _LocalBackend):
-            await self._fallback.release(slot.account_id, slot.token)
+            await self._fallback.release(slot.account_id, slot.token, slot.calls)
             return
         try:
-            await self._backend.release(slot.account_id, slot.token)
+            await self._backend.release(slot.account_id, slot.token, slot.calls)
         except REDIS_ERRORS:  # the slot expires on its own (timeout + margin)
             self._redis_down_until = time.monotonic() + settings.REDIS_RETRY_SECONDS
 

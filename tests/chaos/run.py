@@ -312,7 +312,9 @@ def prepare_upstream(stack: ChaosStack) -> None:
         "account.pk = None; account.name = 'gemini-faulty';"
         f"account.base_url = 'http://127.0.0.1:{stack.fake2_port}'; account.save();"
         "Route.objects.create(tier=healthy.tier, position=healthy.position, account=account,"
-        " model=healthy.model, options=healthy.options)",
+        " model=healthy.model, options=healthy.options);"
+        # The faulty route comes first, so traffic reaches it and has to fail over.
+        "Route.objects.filter(pk=healthy.pk).update(position=healthy.position + 1)",
     )
 
 
