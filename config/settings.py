@@ -306,6 +306,12 @@ WAIT_MAX_PARKED_PER_ORGANIZATION = env_int("WAIT_MAX_PARKED_PER_ORGANIZATION", 8
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
 
+# Retention (generation/jobs/retention.py, run daily): finished jobs with their images and files,
+# per-minute route statistics, and image files no row refers to (a worker died after storing them).
+RETENTION_JOB_DAYS = env_int("RETENTION_JOB_DAYS", 90, minimum=1)
+RETENTION_ROUTE_STATS_DAYS = env_int("RETENTION_ROUTE_STATS_DAYS", 30, minimum=1)
+RETENTION_ORPHAN_FILE_HOURS = env_int("RETENTION_ORPHAN_FILE_HOURS", 24, minimum=1)
+
 # --- Batches and tenant webhooks --------------------------------------------------------------
 # Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the
 # tenant's interactive requests keep the rest; the feeder tops batches up every interval.

@@ -33,16 +33,18 @@ def _subscribe() -> None:
 
 
 def _ensure_schedules(sender, using="default", **kwargs) -> None:
-    """Create (or repair) the webhook re-drive schedule by name after every migrate: exactly one."""
+    """Create (or repair) the schedules by name after every migrate: exactly one of each."""
     from django_q.models import Schedule
 
-    from generation.worker.tasks import REAP_SCHEDULE_NAME, WEBHOOK_SCHEDULE_NAME
+    from generation.worker.tasks import REAP_SCHEDULE_NAME, RETENTION_SCHEDULE_NAME, WEBHOOK_SCHEDULE_NAME
 
-    for name, func in (
-        (WEBHOOK_SCHEDULE_NAME, "generation.worker.tasks.redrive_webhooks"),
-        (REAP_SCHEDULE_NAME, "generation.worker.tasks.reap_jobs"),
+    for name, func, minutes in (
+        (WEBHOOK_SCHEDULE_NAME, "generation.worker.tasks.redrive_webhooks", 1),
+        # Besides every runner's own timer: reaping never lives only inside the runners.
+        (REAP_SCHEDULE_NAME, "generation.worker.tasks.reap_jobs", 1),
+        (RETENTION_SCHEDULE_NAME, "generation.worker.tasks.purge_retention", 24 * 60),
     ):
-        wanted = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1}
+        wanted = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
         schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
         first = schedules.first()
         if first is None:

@@ -200,7 +200,10 @@ class Router:
                 slot = None
             ms = int((time.monotonic() - started) * 1000)
             if error is not None:
-                self.health.finished(route.id, ok=False, latency_ms=ms, error=error.code)
+                if error.route_fault:
+                    self.health.finished(route.id, ok=False, latency_ms=ms, error=error.code)
+                else:  # a 400 is the request's fault (one tenant's prompts): not the route's health
+                    self.health.abandoned(route.id)
                 outcome.attempts.append(Attempt(route.label, route.tier, False, ms, error=error.code))
                 outcome.error = error
                 if not error.route_fault:

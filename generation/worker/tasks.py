@@ -17,6 +17,7 @@ from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from config.redis_client import redis_call
+from generation.jobs.retention import retention_purge
 from generation.jobs.services import job_claim, job_reap
 from generation.webhooks.services import webhook_deliveries_due, webhook_delivery_send
 from generation.worker.runner import cancel_channel, current_runner, doorbell_channel, get_runner
@@ -24,6 +25,7 @@ from generation.worker.runner import cancel_channel, current_runner, doorbell_ch
 CAPACITY_WAIT_SECONDS = 20.0
 WEBHOOK_SCHEDULE_NAME = "generation: re-drive due webhook deliveries"
 REAP_SCHEDULE_NAME = "generation: reap lost jobs"
+RETENTION_SCHEDULE_NAME = "generation: retention purge"
 _brokers: dict[int, object] = {}
 _sender: tuple[int, ThreadPoolExecutor] | None = None
 _sender_lock = threading.Lock()
@@ -80,6 +82,11 @@ def ring_cancel(*, public_id: str) -> None:
     if runner is not None:
         runner.cancel(public_id)
     redis_call("cancel", lambda client: client.publish(cancel_channel(), public_id), lambda: 0)
+
+
+def purge_retention() -> dict:
+    """Daily (django-q2 schedule): see generation/jobs/retention.py."""
+    return retention_purge()
 
 
 def reap_jobs() -> dict:
