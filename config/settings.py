@@ -283,6 +283,8 @@ GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 3, minimum=1)
 GENERATION_JOB_DEADLINE_SECONDS = env_int("GENERATION_JOB_DEADLINE_SECONDS", 300, minimum=10)
 GENERATION_REENQUEUE_AFTER_SECONDS = env_int("GENERATION_REENQUEUE_AFTER_SECONDS", 30, minimum=1)
 GENERATION_REAPER_INTERVAL_SECONDS = env_int("GENERATION_REAPER_INTERVAL_SECONDS", 10, minimum=1)
+# Largest upstream answer body read (a 4K image is ~25 MB of base64 JSON); bigger is a route fault.
+UPSTREAM_MAX_RESPONSE_BYTES = env_int("UPSTREAM_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, minimum=1024)
 # Upstream calls one worker process keeps in flight (they are asyncio tasks, not processes).
 GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=1)
 GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 4, minimum=1)

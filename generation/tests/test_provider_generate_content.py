@@ -434,3 +434,12 @@ async def test_valid_json_of_the_wrong_shape_is_a_retryable_route_fault(fake_ups
     with pytest.raises(UpstreamProtocolError) as caught:
         await fake_upstream.call(generate_content.generate, fake_upstream.target(), request)
     assert caught.value.retryable and caught.value.route_fault
+
+
+async def test_an_answer_over_the_size_cap_is_a_retryable_route_fault(fake_upstream, settings):
+    settings.UPSTREAM_MAX_RESPONSE_BYTES = 10_000  # a 1K image answer is ~1.5 MB
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await fake_upstream.call(
+            generate_content.generate, fake_upstream.target(), ProviderRequest(prompt="a", count=1)
+        )
+    assert "cap" in caught.value.message and caught.value.retryable

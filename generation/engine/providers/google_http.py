@@ -11,6 +11,7 @@ import asyncio
 
 import httpx
 import orjson
+from django.conf import settings
 
 from generation.engine.providers import google_errors, vertex_auth
 from generation.engine.providers.base import Target, UpstreamAuthError, UpstreamProtocolError, UpstreamTimeout
@@ -42,6 +43,22 @@ async def endpoint(target: Target, method: str) -> tuple[str, dict[str, str]]:
     return f"{base}/v1beta/models/{model}:{method}", {"x-goog-api-key": credentials.api_key}
 
 
+async def _read_capped(response: httpx.Response, method: str) -> bytes:
+    """The body, refusing one larger than UPSTREAM_MAX_RESPONSE_BYTES (a broken or hostile upstream
+    must not make a worker buffer without bound): a retryable route fault, like a 5xx."""
+    cap = settings.UPSTREAM_MAX_RESPONSE_BYTES
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise UpstreamProtocolError(f"Google {method} answered {declared} bytes, over the {cap}-byte cap")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise UpstreamProtocolError(f"Google {method} answered more than the {cap}-byte cap")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def post(client: httpx.AsyncClient, target: Target, method: str, body: dict) -> dict:
     """POST `body` to the target's `method` endpoint; the decoded JSON object of a 2xx answer."""
     url, headers = await endpoint(target, method)
@@ -49,12 +66,21 @@ async def post(client: httpx.AsyncClient, target: Target, method: str, body: dic
     try:
         async with asyncio.timeout(timeout):
             # httpx's read timeout is per chunk; asyncio.timeout makes it a deadline for the call.
-            response = await client.post(
+            request = client.build_request(
+                "POST",
                 url,
                 json=body,
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
             )
+            response = await client.send(request, stream=True)
+            try:
+                if response.is_success:
+                    content = await _read_capped(response, method)
+                else:
+                    await response.aread()  # an error answer: error_from_response reads it
+            finally:
+                await response.aclose()
     except TimeoutError:
         raise UpstreamTimeout(f"Google {method} did not answer within {timeout:g}s") from None
     except httpx.HTTPError as exc:
@@ -63,7 +89,7 @@ async def post(client: httpx.AsyncClient, target: Target, method: str, body: dic
         raise google_errors.error_from_response(response)
     try:
         # orjson straight from bytes: ~2x faster than json.loads on these multi-megabyte bodies.
-        payload = orjson.loads(response.content)
+        payload = orjson.loads(content)
     except orjson.JSONDecodeError:
         raise UpstreamProtocolError(
             f"Google {method} answered {response.status_code} with a body that is not JSON",
