@@ -15,7 +15,7 @@ from decimal import Decimal
 from django.db import models
 
 from tenants.ids import new_public_id
-from tenants.models import Tier
+from tenants.models import OrgScopedQuerySet, Tier
 
 
 def new_job_id() -> str:
@@ -157,11 +157,6 @@ class Route(models.Model):
 
 
 # --- Jobs -----------------------------------------------------------------------------------
-class JobQuerySet(models.QuerySet):
-    def for_org(self, organization) -> JobQuerySet:
-        return self.filter(organization=organization)
-
-
 class Job(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -222,7 +217,7 @@ class Job(models.Model):
     batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     custom_id = models.CharField(max_length=64, blank=True)
 
-    objects = JobQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
@@ -258,11 +253,6 @@ class Job(models.Model):
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
 
 
-class ImageQuerySet(models.QuerySet):
-    def for_org(self, organization) -> ImageQuerySet:
-        return self.filter(organization=organization)
-
-
 class Image(models.Model):
     public_id = models.CharField(max_length=40, unique=True, default=new_image_id, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
@@ -277,7 +267,7 @@ class Image(models.Model):
     filter_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ImageQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["job_id", "index"]
@@ -305,11 +295,6 @@ class RouteStatsMinute(models.Model):
 
 
 # --- Batches --------------------------------------------------------------------------------
-class BatchQuerySet(models.QuerySet):
-    def for_org(self, organization) -> BatchQuerySet:
-        return self.filter(organization=organization)
-
-
 class Batch(models.Model):
     """Up to 1,000 validated generation requests, turned into jobs by the feeder a few at a time.
 
@@ -319,11 +304,11 @@ class Batch(models.Model):
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "In progress"
-        CANCELLING = "cancelling", "Cancelling"
-        CANCELLED = "cancelled", "Cancelled"
+        CANCELING = "canceling", "Canceling"
+        CANCELED = "canceled", "Canceled"
         COMPLETED = "completed", "Completed"
 
-    TERMINAL = (Status.CANCELLED, Status.COMPLETED)
+    TERMINAL = (Status.CANCELED, Status.COMPLETED)
 
     public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
     organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="batches")
@@ -344,7 +329,7 @@ class Batch(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BatchQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
@@ -378,11 +363,6 @@ class WebhookEndpoint(models.Model):
         return f"{self.organization_id}: {self.url or '(no url)'}"
 
 
-class WebhookDeliveryQuerySet(models.QuerySet):
-    def for_org(self, organization) -> WebhookDeliveryQuerySet:
-        return self.filter(organization=organization)
-
-
 class WebhookDelivery(models.Model):
     """One event to one URL. Claimed by a lease on `next_attempt_at` so only one sender holds it."""
 
@@ -405,7 +385,7 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = WebhookDeliveryQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]

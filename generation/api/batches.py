@@ -11,7 +11,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from generation.api.serializers import GenerationCreateInputSerializer
+from generation.api.serializers import (
+    BatchItemOutputSerializer,
+    BatchOutputSerializer,
+    GenerationCreateInputSerializer,
+    list_of,
+)
 from generation.batches.services import (
     CUSTOM_ID_MAX,
     batch_cancel,
@@ -46,20 +51,9 @@ class BatchCreateInputSerializer(serializers.Serializer):
     webhook_url = serializers.URLField(required=False)
 
 
-BATCH = inline_serializer(
-    "Batch",
-    {
-        "id": serializers.CharField(),
-        "object": serializers.CharField(),
-        "status": serializers.CharField(),
-        "counts": serializers.DictField(child=serializers.IntegerField()),
-        "webhook_url": serializers.CharField(allow_null=True),
-        "created_at": serializers.DateTimeField(),
-        "started_at": serializers.DateTimeField(allow_null=True),
-        "cancelled_at": serializers.DateTimeField(allow_null=True),
-        "finished_at": serializers.DateTimeField(allow_null=True),
-    },
-)
+BATCH = BatchOutputSerializer
+BATCH_LIST = list_of("BatchList", BatchOutputSerializer(many=True))
+BATCH_ITEMS = list_of("BatchItemList", BatchItemOutputSerializer(many=True))
 
 
 def _batch_input(request) -> tuple[object, str | None]:
@@ -157,7 +151,7 @@ class BatchListCreateView(OrganizationScopedAPIView):
         )
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: BATCH_LIST, **ERRORS},
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-100")],
         operation_id="batches_list",
     )
@@ -182,7 +176,7 @@ class BatchItemsView(OrganizationScopedAPIView):
     required_scope = "read"
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: BATCH_ITEMS, **ERRORS},
         parameters=[
             OpenApiParameter("cursor", int, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-200, default 50"),

@@ -37,7 +37,7 @@ TIER_ALIASES = {
 }
 
 # Where a saturated or failing tier may be served from, when the tenant's policy allows it.
-FALLBACK_TIERS = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
+FALLBACK_TIERS: dict[str, list[str]] = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
 
 # Request parameters checked against route capabilities, in the order errors are reported.
 _OPTIONAL_FEATURES = ("seed", "negative_prompt")
@@ -280,7 +280,7 @@ def route_plan(
         fallback_tiers: list[str] = []  # a pinned model is never swapped for another tier's model
     else:
         routes = [r for r in snapshot.routes if r.tier == tier]
-        fallback_tiers = FALLBACK_TIERS.get(tier, []) if fallback_policy != "deny" else []
+        fallback_tiers = FALLBACK_TIERS.get(tier or "", []) if fallback_policy != "deny" else []
 
     if tier not in allowed_tiers:
         raise PermissionDenied(

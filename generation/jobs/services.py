@@ -422,17 +422,19 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
     stored: list[DeliveredImage] = []
     for index, routed in enumerate(outcome.images[: job.count]):
         image, route = routed.image, routed.route
-        common = {
-            "index": index,
-            "public_id": new_public_id("img"),
-            "served_tier": route.tier,
-            "model": route.model_id,
-            "route": route.label,
-            "is_sandbox": route.is_sandbox,
-        }
+        public_id = new_public_id("img")
+        common = partial(
+            DeliveredImage,
+            index=index,
+            public_id=public_id,
+            served_tier=route.tier,
+            model=route.model_id,
+            route=route.label,
+            is_sandbox=route.is_sandbox,
+        )
         if image.filtered or not image.data:
             stored.append(
-                DeliveredImage(
+                common(
                     storage_path="",
                     width=None,
                     height=None,
@@ -440,7 +442,6 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
                     size_bytes=0,
                     filtered=True,
                     filter_reason=image.filter_reason or "filtered by the upstream safety system",
-                    **common,
                 )
             )
             continue
@@ -448,9 +449,9 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
         if mime != MIME_TYPES[wanted]:
             data, mime = image_transcode(data, output_format=wanted, quality=quality), MIME_TYPES[wanted]
         width, height = image_dimensions(data)
-        path = image_store(path_prefix=prefix, image_public_id=common["public_id"], data=data, mime_type=mime)
+        path = image_store(path_prefix=prefix, image_public_id=public_id, data=data, mime_type=mime)
         stored.append(
-            DeliveredImage(
+            common(
                 storage_path=path,
                 width=width,
                 height=height,
@@ -458,7 +459,6 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
                 size_bytes=len(data),
                 filtered=False,
                 filter_reason="",
-                **common,
             )
         )
     return stored
