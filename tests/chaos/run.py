@@ -323,6 +323,22 @@ def scenario_upstream(stack: ChaosStack, load: Load) -> dict:
     return {}
 
 
+def hostile_checks(stack: ChaosStack, result: dict) -> dict:
+    """No lease expired (no job was claimed twice), no upstream image answer went unbilled, and the
+    bystander's p95 stayed within 1.5x of its baseline."""
+    answered = int(result["upstream_answers_by_status"].get("200", 0))
+    with _db(stack) as conn:
+        recorded = conn.execute("SELECT count(*) FROM generation_image").fetchone()[0]
+    checks = {"upstream_200_answers": answered, "image_rows_recorded": recorded}
+    if result["executed_more_than_once"]:
+        result["problems"].append("a lease expired: a job was claimed twice")
+    baseline, during = result["bystander_p95_baseline_s"], result["bystander_p95_during_s"]
+    checks["bystander_p95_ratio"] = round(during / baseline, 2) if baseline else None
+    if baseline and during > 1.5 * baseline:
+        result["problems"].append(f"bystander p95 {during} s > 1.5 x baseline {baseline} s")
+    return checks
+
+
 def upstream_failovers(stack: ChaosStack) -> dict:
     with _db(stack) as conn:
         rows = conn.execute("SELECT attempts_log FROM generation_job WHERE status = 'succeeded'").fetchall()
@@ -331,11 +347,120 @@ def upstream_failovers(stack: ChaosStack) -> dict:
     return {"failed_upstream_attempts": failed_attempts, "jobs_rescued_by_retry_or_failover": rescued}
 
 
+class _Trickler(threading.Thread):
+    """A webhook receiver that answers one header byte every 9 s, forever."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import socket
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.connections = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    @staticmethod
+    def _trickle(connection) -> None:
+        with connection:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
+                time.sleep(9)
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+
+def scenario_hostile(stack: ChaosStack, load: Load) -> dict:
+    """Tenant beta turns hostile for 45 s: 200 parked waits of 4-image 4K webp jobs at its limit,
+    prompts the upstream refuses, a submit/cancel loop, and a webhook receiver that trickles."""
+    time.sleep(8)
+    trickler = _Trickler()
+    trickler.start()
+    key = stack.keys["beta"]
+    headers = {"Authorization": f"Bearer {key}"}
+    base = f"http://127.0.0.1:{stack.web_port}"
+    httpx.put(f"{base}/v1/webhook", json={"url": trickler.url}, headers=headers, timeout=10)
+    stop = threading.Event()
+    counts: Counter = Counter()
+    lock = threading.Lock()
+
+    def count(what: str) -> None:
+        with lock:
+            counts[what] += 1
+
+    heavy = {"prompt": "hostile 4k", "count": 4, "resolution": "4K", "output_format": "webp"}
+
+    def parked_waits() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=90) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/v1/generations?wait=60", json=heavy)
+                    count(f"wait_{response.status_code}")
+                    if response.status_code >= 500 and response.status_code != 503:
+                        load.statuses[response.status_code] += 1
+                    if response.status_code == 429:
+                        time.sleep(float(response.headers.get("Retry-After", "1")))
+                except httpx.HTTPError:
+                    count("wait_connection_error")
+
+    def failing_prompts() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/v1/generations?wait=20", json={"prompt": "[block-prompt] no"})
+                count(f"blocked_{response.status_code}")
+                time.sleep(0.2)
+
+    def submit_cancel() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/v1/generations", json={"prompt": "cancel me", "count": 4})
+                if response.status_code == 202:
+                    job = response.json()["id"]
+                    time.sleep(0.3)  # the upstream call is under way
+                    cancel = client.post(f"/v1/generations/{job}/cancel")
+                    count(f"cancel_{cancel.status_code}")
+                else:
+                    count(f"cancel_submit_{response.status_code}")
+                    time.sleep(0.5)
+
+    threads = [threading.Thread(target=parked_waits, daemon=True) for _ in range(200)]
+    threads += [threading.Thread(target=failing_prompts, daemon=True) for _ in range(4)]
+    threads += [threading.Thread(target=submit_cancel, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(45)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=95)
+    with _db(stack) as conn:
+        canceled_billed = conn.execute(
+            "SELECT count(*) FROM generation_job WHERE status = 'canceled' AND images_delivered > 0"
+        ).fetchone()[0]
+    upstream = httpx.get(f"http://127.0.0.1:{stack.fake_port}/_fake/stats", timeout=10).json()
+    return {
+        "hostile_requests": dict(counts),
+        "webhook_connections_to_trickler": trickler.connections,
+        "upstream_answers_by_status": upstream.get("statuses", {}),
+        "canceled_jobs_delivered_and_billed": canceled_billed,
+    }
+
+
 SCENARIOS = {
     "kill": scenario_kill,
     "redis": scenario_redis,
     "postgres": scenario_postgres,
     "upstream": scenario_upstream,
+    "hostile": scenario_hostile,
 }
 PREPARE = {"upstream": prepare_upstream}
 
@@ -369,6 +494,8 @@ def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
                 result["problems"].append("client-visible failures while the healthy route had capacity")
         if name == "kill" and result.get("max_recovery_seconds", 0) > 60:
             result["problems"].append("service did not continue within 60 s")
+        if name == "hostile":
+            result.update(hostile_checks(stack, result))
         if name == "postgres" and result["503_span_seconds"] > 15:
             result["problems"].append("503s for more than a few seconds")
         return result

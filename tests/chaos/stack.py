@@ -107,6 +107,7 @@ class ChaosStack:
                 "GENERATION_REAPER_INTERVAL_SECONDS": "2",
                 "GENERATION_REENQUEUE_AFTER_SECONDS": "5",
                 "WORKER_HEALTH_STALE_SECONDS": "20",
+                "WEBHOOK_ALLOW_PRIVATE_URLS": "1",  # the slow receiver of the hostile scenario
             }
         )
         return env
