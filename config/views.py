@@ -88,6 +88,7 @@ def error(request: HttpRequest):
     """handler500. A database or Redis outage under any view (DRF or not, or a middleware) is a 503
     with Retry-After in the API's error shape, never a 500 (see config/outages.py)."""
     if is_dependency_outage(sys.exc_info()[1]):
+        response: HttpResponse
         if _is_api(request):
             response = JsonResponse({"error": SERVICE_UNAVAILABLE}, status=503)
         else:

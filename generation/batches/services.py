@@ -168,7 +168,7 @@ def _feeding_paused(batch: Batch) -> bool:
     ):
         return True
     try:
-        generation_admit(organization=batch.organization, api_key=batch.api_key)
+        generation_admit(organization=batch.organization, api_key=key)
     except (TenantSuspended, PaymentRequired):
         return True
     return False

@@ -52,7 +52,7 @@ def heartbeat_remove(owner: str) -> None:
 
 
 def heartbeats() -> list[dict]:
-    beats = []
+    beats: list[dict] = []
     directory = settings.GENERATION_HEARTBEAT_DIR
     if not directory.is_dir():
         return beats

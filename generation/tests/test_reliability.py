@@ -122,7 +122,9 @@ def test_lease_lost_after_an_ambiguous_commit_keeps_the_recorded_files(alice):
             data=_png(),
             mime_type="image/png",
         )
-    job_succeed(job=job, owner="w1", images=[recorded], fallback_reason="", attempts_log=[], upstream_cost=0)
+    job_succeed(
+        job=job, owner="w1", images=[recorded], fallback_reason="", attempts_log=[], upstream_cost=Decimal(0)
+    )
     _discard_unrecorded(job, [recorded, stray])
     assert default_storage.exists(recorded.storage_path)
     assert not default_storage.exists(stray.storage_path)

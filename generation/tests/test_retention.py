@@ -4,6 +4,7 @@ statistics go, orphaned files go once old enough; nothing recent or still refere
 import os
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import time_machine
 from django.core.files.storage import default_storage
@@ -30,7 +31,9 @@ def _finished_job(alice, prompt):
         data=_png(),
         mime_type="image/png",
     )
-    job_succeed(job=job, owner="w1", images=[delivered], fallback_reason="", attempts_log=[], upstream_cost=0)
+    job_succeed(
+        job=job, owner="w1", images=[delivered], fallback_reason="", attempts_log=[], upstream_cost=Decimal(0)
+    )
     return job, delivered.storage_path
 
 
