@@ -446,7 +446,10 @@ def scenario_hostile(stack: ChaosStack, load: Load) -> dict:
         canceled_billed = conn.execute(
             "SELECT count(*) FROM generation_job WHERE status = 'canceled' AND images_delivered > 0"
         ).fetchone()[0]
-    upstream = httpx.get(f"http://127.0.0.1:{stack.fake_port}/_fake/stats", timeout=10).json()
+    try:
+        upstream = httpx.get(f"http://127.0.0.1:{stack.fake_port}/_fake/stats", timeout=60).json()
+    except httpx.HTTPError:
+        upstream = {}
     return {
         "hostile_requests": dict(counts),
         "webhook_connections_to_trickler": trickler.connections,
@@ -462,7 +465,19 @@ SCENARIOS = {
     "upstream": scenario_upstream,
     "hostile": scenario_hostile,
 }
-PREPARE = {"upstream": prepare_upstream}
+
+
+def prepare_hostile(stack: ChaosStack) -> None:
+    """The hostile tenant is a Pro tenant at its own limit: 4 concurrent jobs (16 4K images)."""
+    stack.manage(
+        "shell",
+        "-c",
+        "from tenants.models import Organization;"
+        "Organization.objects.filter(name='beta').update(max_concurrent_jobs_override=4)",
+    )
+
+
+PREPARE = {"upstream": prepare_upstream, "hostile": prepare_hostile}
 
 
 def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
