@@ -57,7 +57,9 @@ class RouteState:
     ewma_ms: float | None = None
     in_flight: int = 0
     consecutive_failures: int = 0
-    recent: deque = field(default_factory=deque)  # (monotonic time, ok)
+    recent: deque = field(default_factory=deque)  # (monotonic time, ok, tenant)
+    # Tenants whose own failures closed the route to them alone, until then (monotonic time).
+    tenant_blocked: dict = field(default_factory=dict)
     open_until: float = 0.0
     cooldown: float = COOLDOWN_START
     probe_until: float = 0.0  # a probe call is in flight until then (a lease, in case it never ends)
@@ -69,7 +71,16 @@ class RouteState:
             self.recent.popleft()
         if len(self.recent) < MIN_CALLS_FOR_RATE:
             return 0.0
-        return sum(1 for _, ok in self.recent if not ok) / len(self.recent)
+        return sum(1 for _, ok, _ in self.recent if not ok) / len(self.recent)
+
+    def only_tenants_fault(self, tenant: str) -> bool:
+        """Every recent failure is this tenant's while another tenant's calls succeed: its own
+        requests are failing (a prompt the model chokes on), not the route."""
+        if not tenant:
+            return False
+        failing = {who for _, ok, who in self.recent if not ok}
+        others_ok = any(ok and who != tenant for _, ok, who in self.recent)
+        return failing == {tenant} and others_ok
 
 
 class HealthBook:
@@ -103,11 +114,14 @@ class HealthBook:
             flags = await client.mget([_circuit_key(route_id) for route_id in route_ids])
             self._remote = {rid for rid, flag in zip(route_ids, flags, strict=True) if flag}
 
-    def available(self, route_id: int) -> bool:
-        """May a call go to this route now? (Closed, or half-open with no probe in flight.)"""
+    def available(self, route_id: int, *, tenant: str = "") -> bool:
+        """May a call (of `tenant`) go to this route now? (Closed, or half-open with no probe in
+        flight; and not closed to this tenant alone.)"""
         now = time.monotonic()
         state = self.state(route_id)
         with self._lock:
+            if tenant and state.tenant_blocked.get(tenant, 0.0) > now:
+                return False
             if state.open_until:
                 return state.open_until <= now and state.probe_until <= now
         return not self._remote_is_open(route_id, now)
@@ -144,14 +158,21 @@ class HealthBook:
             state.probe_until = 0.0
 
     def finished(
-        self, route_id: int, *, ok: bool, latency_ms: float, images: int = 0, error: str = ""
+        self,
+        route_id: int,
+        *,
+        ok: bool,
+        latency_ms: float,
+        images: int = 0,
+        error: str = "",
+        tenant: str = "",
     ) -> None:
         now = time.monotonic()
         state = self.state(route_id)
         opened_for = 0.0
         with self._lock:
             state.in_flight = max(0, state.in_flight - 1)
-            state.recent.append((now, ok))
+            state.recent.append((now, ok, tenant))
             state.pending[0] += 1
             state.pending[2] += images
             state.pending[3] += int(latency_ms)
@@ -177,11 +198,19 @@ class HealthBook:
             state.pending[1] += 1
             state.consecutive_failures += 1
             was_probe = bool(state.open_until)
-            if (
+            tripped = (
                 was_probe
                 or state.consecutive_failures >= CONSECUTIVE_FAILURES_TO_OPEN
                 or state.error_rate(now) >= FAILURE_RATE_TO_OPEN
-            ):
+            )
+            if tripped and not was_probe and state.only_tenants_fault(tenant):
+                # One tenant's failures close the route to that tenant only (it fails over), for a
+                # short while; everyone else keeps using it.
+                state.tenant_blocked[tenant] = now + self.cooldown_start
+                state.consecutive_failures = 0
+                state.recent = deque(entry for entry in state.recent if entry[2] != tenant)
+                tripped = False
+            if tripped:
                 if was_probe:
                     state.cooldown = min(state.cooldown * 2, COOLDOWN_MAX)
                 state.open_until = now + state.cooldown

@@ -107,3 +107,23 @@ def test_an_open_circuit_is_shared_through_redis(db, use_redis):
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_one_tenants_failures_close_the_route_to_that_tenant_only(db):
+    """Four failing calls from one tenant, while another tenant's calls succeed, must not open the
+    circuit for everyone: the route closes to the failing tenant alone (it fails over)."""
+    book = HealthBook(cooldown_start=5)
+    book.finished(9, ok=True, latency_ms=10, tenant="bystander")
+    for _ in range(4):
+        book.finished(9, ok=False, latency_ms=10, error="upstream_server_error", tenant="hostile")
+    assert book.available(9) and book.available(9, tenant="bystander")
+    assert not book.available(9, tenant="hostile")
+    assert book.snapshot()[9]["circuit"] == "closed"
+
+
+def test_failures_of_several_tenants_still_open_the_circuit(db):
+    book = HealthBook(cooldown_start=5)
+    book.finished(9, ok=True, latency_ms=10, tenant="a")
+    for tenant in ("a", "b", "c"):
+        book.finished(9, ok=False, latency_ms=10, tenant=tenant)
+    assert not book.available(9) and not book.available(9, tenant="a")

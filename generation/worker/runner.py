@@ -405,7 +405,10 @@ class JobRunner:
                 await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message)
                 return
             request = ProviderRequest.of(
-                prompt=job.prompt, params=GenerationParams.from_json(job.params), request_id=job.public_id
+                prompt=job.prompt,
+                params=GenerationParams.from_json(job.params),
+                request_id=job.public_id,
+                tenant=str(job.organization_id),
             )
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())

@@ -47,10 +47,13 @@ class ProviderRequest(GenerationParams):
 
     prompt: str
     request_id: str = ""  # for upstream logs / tracing only
+    tenant: str = ""  # whose request: route health attributes failures to it (never sent upstream)
 
     @classmethod
-    def of(cls, *, prompt: str, params: GenerationParams, request_id: str = "") -> ProviderRequest:
-        return cls(prompt=prompt, request_id=request_id, **params.to_json())
+    def of(
+        cls, *, prompt: str, params: GenerationParams, request_id: str = "", tenant: str = ""
+    ) -> ProviderRequest:
+        return cls(prompt=prompt, request_id=request_id, tenant=tenant, **params.to_json())
 
 
 @dataclass
