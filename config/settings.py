@@ -294,6 +294,8 @@ UPSTREAM_MAX_RESPONSE_BYTES = env_int("UPSTREAM_MAX_RESPONSE_BYTES", 64 * 1024 *
 # Upstream calls one worker process keeps in flight (they are asyncio tasks, not processes).
 GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=1)
 GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 4, minimum=1)
+# Image transcodes (CPU-bound) running at once per worker process, out of the job threads above.
+GENERATION_TRANSCODE_CONCURRENCY = env_int("GENERATION_TRANSCODE_CONCURRENCY", 1, minimum=1)
 # The runner claims due jobs from the database itself (SELECT ... FOR UPDATE SKIP LOCKED) at least
 # this often, and at once when the Redis doorbell rings; django-q2 is only a doorbell.
 GENERATION_RUNNER_POLL_SECONDS = env_float("GENERATION_RUNNER_POLL_SECONDS", 1.0)

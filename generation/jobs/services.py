@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -413,6 +414,11 @@ def job_fail(
     return bool(updated)
 
 
+# Transcodes running at once in this process. A tenant sending 4K webp jobs at its limit would
+# otherwise keep every job thread (and core) busy encoding while other tenants' jobs wait to record.
+_transcoding = threading.BoundedSemaphore(settings.GENERATION_TRANSCODE_CONCURRENCY)
+
+
 def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
     """Store every delivered image under the organization's prefix, transcoded to the requested
     format; filtered candidates are kept as rows without files (shown, never billed)."""
@@ -447,7 +453,9 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
             continue
         data, mime = image.data, image.mime_type or "image/png"
         if mime != MIME_TYPES[wanted]:
-            data, mime = image_transcode(data, output_format=wanted, quality=quality), MIME_TYPES[wanted]
+            with _transcoding:  # CPU-heavy (a 4K webp takes seconds): bounded per process
+                data = image_transcode(data, output_format=wanted, quality=quality)
+            mime = MIME_TYPES[wanted]
         width, height = image_dimensions(data)
         path = image_store(path_prefix=prefix, image_public_id=public_id, data=data, mime_type=mime)
         stored.append(

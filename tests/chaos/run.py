@@ -326,10 +326,9 @@ def scenario_upstream(stack: ChaosStack, load: Load) -> dict:
 def hostile_checks(stack: ChaosStack, result: dict) -> dict:
     """No lease expired (no job was claimed twice), no upstream image answer went unbilled, and the
     bystander's p95 stayed within 1.5x of its baseline."""
-    answered = int(result["upstream_answers_by_status"].get("200", 0))
     with _db(stack) as conn:
         recorded = conn.execute("SELECT count(*) FROM generation_image").fetchone()[0]
-    checks = {"upstream_200_answers": answered, "image_rows_recorded": recorded}
+    checks = {"image_rows_recorded": recorded}
     if result["executed_more_than_once"]:
         result["problems"].append("a lease expired: a job was claimed twice")
     baseline, during = result["bystander_p95_baseline_s"], result["bystander_p95_during_s"]
@@ -468,12 +467,14 @@ SCENARIOS = {
 
 
 def prepare_hostile(stack: ChaosStack) -> None:
-    """The hostile tenant is a Pro tenant at its own limit: 4 concurrent jobs (16 4K images)."""
+    """The hostile tenant is a Pro tenant at its own limits: the plan's 600 requests a minute and
+    4 concurrent jobs (16 4K images in flight)."""
     stack.manage(
         "shell",
         "-c",
         "from tenants.models import Organization;"
-        "Organization.objects.filter(name='beta').update(max_concurrent_jobs_override=4)",
+        "Organization.objects.filter(name='beta').update(max_concurrent_jobs_override=4,"
+        " requests_per_minute_override=None)",
     )
 
 
