@@ -482,6 +482,16 @@ PREPARE = {"upstream": prepare_upstream, "hostile": prepare_hostile}
 
 
 def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
+    """One scenario on a fresh stack; once more on new ports if the stack could not start (a port
+    chosen free was taken by another process before ours bound it)."""
+    try:
+        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep)
+    except SystemExit as exc:
+        print(f"  stack did not start ({exc}); retrying on new ports", flush=True)
+        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep)
+
+
+def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
     stack = ChaosStack(workdir)
     print(f"scenario {name}: stack in {workdir}", flush=True)

@@ -256,11 +256,31 @@ class ChaosStack:
         self.start("worker", [PYTHON, "manage.py", "qcluster"])
         self.wait_port(self.web_port)
         self.wait_port(self.fake_port)
+        self._check_web_is_ours()
         deadline = time.monotonic() + 60
         while len(self.worker_children()) < self.workers + 2:
             if time.monotonic() > deadline:
                 raise SystemExit("qcluster did not come up; see " + str(self.workdir / "worker.log"))
             time.sleep(0.2)
+
+    def _check_web_is_ours(self) -> None:
+        import json
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.procs["web"].poll() is not None:
+                raise SystemExit(f"gunicorn exited (port {self.web_port} taken?); logs in {self.workdir}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/livez", timeout=2) as response:
+                    if json.loads(response.read()) == {"status": "ok"}:
+                        time.sleep(1)
+                        if self.procs["web"].poll() is None:
+                            return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise SystemExit(f"the web process does not answer /livez; logs in {self.workdir}")
 
     def web_start(self) -> None:
         self.start(
@@ -276,8 +296,13 @@ class ChaosStack:
         )
 
     def wait_port(self, port: int, timeout: float = 60) -> None:
+        """Wait until one of *our* processes listens there (a free port can be taken by someone
+        else between choosing and binding it: then the stack fails loudly, never talks to them)."""
         deadline = time.monotonic() + timeout
-        while not reachable(port):
+        while not reachable(port) or any(proc.poll() is not None for proc in self.procs.values()):
+            dead = [name for name, proc in self.procs.items() if proc.poll() is not None]
+            if dead:
+                raise SystemExit(f"{', '.join(dead)} exited; logs in {self.workdir}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"nothing listens on {port}; logs in {self.workdir}")
             time.sleep(0.1)
