@@ -402,7 +402,8 @@ class JobRunner:
             try:
                 plan = await self.db(job_plan, job=job)
             except ImagegateError as exc:
-                await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message)
+                if not await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message):
+                    await self.db(job_cancel_settle, job=job, owner=self.owner)  # canceled meanwhile
                 return
             request = ProviderRequest.of(
                 prompt=job.prompt,
