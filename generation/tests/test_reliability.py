@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from django.utils import timezone
 
 from billing.models import UsageRecord
@@ -154,3 +155,33 @@ def test_worker_health_fails_without_a_heartbeat_or_when_queued_work_is_not_clai
     assert not health.ok and "waited" in health.reason  # work waits and nobody claims it
     _beat(settings, last_claim_at=time.time())
     assert worker_health().ok  # a runner is claiming: busy, not wedged
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_reaches_the_runner_at_once_and_gives_the_slot_back_when_it_stopped(alice):
+    """Cancel of a running job: canceled at once for the customer, the runner aborts the (slow)
+    upstream call within about a second, and only then are the slot and reservation released."""
+    from generation.models import ProviderAccount
+    from generation.worker.runner import get_runner
+
+    ProviderAccount.objects.filter(name="sandbox").update(options={"latency_ms": 20000, "failure_rate": 0})
+    get_runner().reset_health()
+    response = alice.client().post("/v1/generations", {"prompt": "slow", "count": 2}, format="json")
+    assert response.status_code == 202, response.content
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 10
+    while Job.objects.get(public_id=job_id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_flight(alice.organization) == 1
+    canceled = alice.client().post(f"/v1/generations/{job_id}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    started = time.monotonic()
+    while in_flight(alice.organization) and time.monotonic() - started < 5:
+        time.sleep(0.05)
+    assert in_flight(alice.organization) == 0, "the runner did not stop within 5 s"
+    assert time.monotonic() - started < 3  # not at the next lease renewal (20 s), nor the 20 s call
+    job = Job.objects.get(public_id=job_id)
+    assert job.status == "canceled" and job.lease_owner == "" and job.images_delivered == 0
+    assert not UsageRecord.objects.filter(job_public_id=job_id).exists()
+    assert reserved(alice.organization) == 0
+    assert get_runner().inflight.get(job_id) is None
