@@ -8,7 +8,10 @@ Invariants:
   running with an expired lease) that sets a lease owner; every later write is conditional on
   `status = running AND lease_owner = me`, so a worker that lost its lease can change nothing.
 - The quota images (live keys) and the concurrency slot are taken in the transaction that inserts
-  the job, and given back exactly once, in the transaction that moves it to a terminal status.
+  the job, and given back exactly once: in the transaction that moves it to a terminal status, or,
+  for a running job that is canceled, once its worker has stopped (`job_cancel_settle`; the
+  reaper settles it when the worker died), so the upstream call never runs outside the limits.
+- Runners claim due jobs themselves (`job_claim_due`); the broker doorbell is only a hint.
 - Usage records are inserted in the same transaction as the success transition, one per delivered
   image with a unique image id: an image is billed at most once, whatever the broker does.
 - The broker is only a doorbell (rung through `events.job_queued`, which the worker subscribes
