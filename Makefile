@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Local development defaults; production sets its own environment (see README).
 export DEBUG ?= 1
 
-.PHONY: install run test lint format bench migrate wheel-check chaos chaos-short
+.PHONY: install run test lint format bench migrate wheel-check fuzz chaos chaos-short
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy tenants billing generation dashboard config tests
 
+# The long form of the CI fuzzing (tests/test_fuzz_api.py): random, many cases per operation.
+fuzz: $(STAMP)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_RANDOM=1 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/test_fuzz_api.py tests/test_input_battery.py
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -45,6 +50,8 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 	$(BIN)/python tests/bench/compression.py
 	$(BIN)/python tests/bench/batch_fairness.py
+	$(BIN)/python tests/bench/billing_outbox.py $(BILLING_BENCH_ARGS)
+	$(BIN)/python tests/bench/edits.py
 
 # The wheel ships the product only: no fake servers, no tests.
 wheel-check: $(STAMP)

@@ -1,5 +1,6 @@
 """Platform endpoints that are not part of any tenant's API: health and JSON error pages."""
 
+import logging
 import sys
 import time
 
@@ -11,7 +12,9 @@ from django.views.defaults import page_not_found, server_error
 from config.outages import SERVICE_UNAVAILABLE, is_dependency_outage
 from config.redis_client import get_redis, redis_degraded
 
-API_PREFIXES = ("/v1/", "/v1beta/", "/v1beta1/")
+logger = logging.getLogger(__name__)
+# Paths answered in the API's JSON error shape (signed image files included: API clients fetch them).
+API_PREFIXES = ("/v1/", "/v1beta/", "/v1beta1/", "/files/")
 
 
 class _DatabaseReadiness:
@@ -26,10 +29,11 @@ class _DatabaseReadiness:
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - report, do not raise
+        except Exception:  # noqa: BLE001 - report, do not raise
+            logger.exception("healthz: database check failed")
             now = time.monotonic()
             self.failing_since = self.failing_since or now
-            return f"error: {type(exc).__name__}", now - self.failing_since < settings.READINESS_GRACE_SECONDS
+            return "error", now - self.failing_since < settings.READINESS_GRACE_SECONDS
         self.failing_since = 0.0
         return "ok", True
 
@@ -39,7 +43,9 @@ _database = _DatabaseReadiness()
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """Readiness (load balancers, the k8s readinessProbe): 503 only when the database has been
-    unreachable for longer than the grace period. A Redis outage is reported, never fatal."""
+    unreachable for longer than the grace period; a Redis outage is reported, never fatal. Public,
+    so it says only "ok", "error" or "degraded" per dependency: exception names and messages go to
+    the log, never to whoever polls this URL."""
     checks = {}
     checks["database"], ready = _database.check()
     client = get_redis()
@@ -50,8 +56,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
             try:
                 client.ping()
                 checks["redis"] = "ok"
-            except Exception as exc:  # noqa: BLE001
-                checks["redis"] = f"degraded: {type(exc).__name__}"
+            except Exception:  # noqa: BLE001
+                logger.exception("healthz: redis check failed")
+                checks["redis"] = "degraded"
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if ready else 503
@@ -64,8 +71,12 @@ def livez(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES) or path.rstrip("/") in {"/v1", "/v1beta", "/v1beta1"}
+
+
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith(API_PREFIXES) or request.path.rstrip("/") in {"/v1", "/v1beta", "/v1beta1"}
+    return is_api_path(request.path)
 
 
 def not_found(request: HttpRequest, exception=None):

@@ -8,8 +8,12 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from generation.webhooks.services import webhook_spend_threshold
+        from tenants.limits import spend_threshold_hook_register
+
         _subscribe()
         post_spawn.connect(_start_runner, dispatch_uid="generation.start_runner")
+        spend_threshold_hook_register(webhook_spend_threshold)
         post_migrate.connect(_ensure_schedules, sender=self, dispatch_uid="generation-schedules")
 
 
@@ -33,25 +37,80 @@ def _subscribe() -> None:
 
 
 def _ensure_schedules(sender, using="default", **kwargs) -> None:
-    """Create (or repair) the schedules by name after every migrate: exactly one of each."""
+    """Create (or repair) each schedule by name after every migrate: exactly one of each."""
     from django_q.models import Schedule
 
+    from generation.engine.catalog_sync import CATALOG_SYNC_SCHEDULE_NAME
+    from generation.engine.lifecycle import SHUTDOWN_NOTICES_SCHEDULE_NAME
+    from generation.files.tasks import FILES_SCHEDULE_NAME
     from generation.worker.tasks import REAP_SCHEDULE_NAME, RETENTION_SCHEDULE_NAME, WEBHOOK_SCHEDULE_NAME
 
-    for name, func, minutes in (
-        (WEBHOOK_SCHEDULE_NAME, "generation.worker.tasks.redrive_webhooks", 1),
-        # Besides every runner's own timer: reaping never lives only inside the runners.
-        (REAP_SCHEDULE_NAME, "generation.worker.tasks.reap_jobs", 1),
-        (RETENTION_SCHEDULE_NAME, "generation.worker.tasks.purge_retention", 24 * 60),
-    ):
-        wanted = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
-        schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
-        first = schedules.first()
-        if first is None:
-            Schedule.objects.using(using).create(name=name, **wanted)
-            continue
-        schedules.exclude(pk=first.pk).delete()
-        schedules.filter(pk=first.pk).update(**wanted)
+    _ensure_schedule(
+        using,
+        WEBHOOK_SCHEDULE_NAME,
+        {
+            "func": "generation.worker.tasks.redrive_webhooks",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    # Besides every runner's own timer: reaping never lives only inside the runners.
+    _ensure_schedule(
+        using,
+        REAP_SCHEDULE_NAME,
+        {
+            "func": "generation.worker.tasks.reap_jobs",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        RETENTION_SCHEDULE_NAME,
+        {"func": "generation.worker.tasks.purge_retention", "schedule_type": Schedule.DAILY, "repeats": -1},
+    )
+    _ensure_schedule(
+        using,
+        CATALOG_SYNC_SCHEDULE_NAME,
+        {
+            "func": "generation.engine.catalog_sync.catalog_sync_task",
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        SHUTDOWN_NOTICES_SCHEDULE_NAME,
+        {
+            "func": "generation.engine.lifecycle.shutdown_notices_task",
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        FILES_SCHEDULE_NAME,
+        {
+            "func": "generation.files.tasks.expire_files",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 15,
+            "repeats": -1,
+        },
+    )
+
+
+def _ensure_schedule(using: str, name: str, wanted: dict) -> None:
+    from django_q.models import Schedule
+
+    schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
+    first = schedules.first()
+    if first is None:
+        Schedule.objects.using(using).create(name=name, **wanted)
+        return
+    schedules.exclude(pk=first.pk).delete()
+    schedules.filter(pk=first.pk).update(**wanted)
 
 
 def _start_runner(sender, proc_name, **kwargs) -> None:

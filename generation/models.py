@@ -7,15 +7,23 @@ broker only rings the doorbell (see generation/jobs.py for the status machine an
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from datetime import date
 from decimal import Decimal
+from fnmatch import fnmatchcase
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from tenants.ids import new_public_id
 from tenants.models import OrgScopedQuerySet, Tier
+
+logger = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -32,6 +40,10 @@ def new_batch_id() -> str:
 
 def new_delivery_id() -> str:
     return new_public_id("whdel")
+
+
+def new_file_id() -> str:
+    return new_public_id("file")
 
 
 def new_webhook_secret() -> str:
@@ -91,6 +103,67 @@ class ProviderAccount(models.Model):
         env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
         return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
 
+    def clean(self) -> None:
+        """Admin edits are checked against the same policy the worker applies (see below)."""
+        problems = {}
+        if self.base_url and not base_url_allowed(self.base_url):
+            problems["base_url"] = (
+                "Only Google's API hosts (PROVIDER_BASE_URL_HOSTS) over https; http only for loopback."
+            )
+        ref_problem = credentials_ref_problem(self.credentials_ref) if self.credentials_ref else None
+        if ref_problem:
+            problems["credentials_ref"] = ref_problem
+        if problems:
+            raise ValidationError(problems)
+
+
+# --- Where provider secrets may come from and go to -------------------------------------------
+# A staff user edits provider accounts in the admin; without these rules they could point an
+# account's credentials at any variable (STRIPE_SECRET_KEY) or file (/proc/self/environ) and its
+# base_url at their own host, and the worker would send that secret there as its API key.
+def env_name_allowed(name: str) -> bool:
+    return bool(name) and any(fnmatchcase(name, pattern) for pattern in settings.PROVIDER_SECRET_ENV_NAMES)
+
+
+def secret_path_allowed(path: str) -> bool:
+    """Inside PROVIDER_SECRETS_DIR after resolving symlinks and `..`."""
+    try:
+        resolved = Path(path).resolve(strict=False)
+        root = Path(settings.PROVIDER_SECRETS_DIR).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def credentials_ref_problem(ref: str) -> str | None:
+    scheme, _, value = ref.partition(":")
+    if scheme in ("env", "envfile"):
+        if not env_name_allowed(value):
+            names = ", ".join(settings.PROVIDER_SECRET_ENV_NAMES)
+            return f"Environment variables must match PROVIDER_SECRET_ENV_NAMES ({names})."
+        return None
+    if scheme == "file":
+        if not secret_path_allowed(value):
+            return f"Files must be inside PROVIDER_SECRETS_DIR ({settings.PROVIDER_SECRETS_DIR})."
+        return None
+    return "Use env:VAR, envfile:VAR or file:/path."
+
+
+def base_url_allowed(url: str) -> bool:
+    """https to a host matching PROVIDER_BASE_URL_HOSTS; plain http only to an allowed loopback
+    host (the fake upstream of development and tests)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if parts.username or parts.password or not host:
+        return False
+    if not any(fnmatchcase(host, pattern.lower()) for pattern in settings.PROVIDER_BASE_URL_HOSTS):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
+
 
 class UpstreamModel(models.Model):
     class Protocol(models.TextChoices):
@@ -101,6 +174,8 @@ class UpstreamModel(models.Model):
         ACTIVE = "active", "Active"
         DEPRECATED = "deprecated", "Deprecated"
         RETIRED = "retired", "Retired"
+        # Seen in an upstream models.list but not priced or routed by an operator yet: never routed.
+        DISCOVERED = "discovered", "Discovered (not routed)"
 
     model_id = models.CharField(max_length=100, unique=True)
     display_name = models.CharField(max_length=100)
@@ -115,9 +190,18 @@ class UpstreamModel(models.Model):
     # What we pay per delivered image, by resolution, in USD: {"1K": "0.067", ...}
     cost_per_image = models.JSONField(default=dict)
     # Token-priced models (Gemini), USD per million tokens:
-    # {"image_output": "60", "input": "0.5", "text_output": "3"}.
+    # {"image_output": "60", "input": "0.5", "text_output": "3", "thinking": "3"} ("thinking" defaults
+    # to "text_output": Google bills thought tokens at the text-output rate).
     # When the upstream reports token counts, the cost is computed from them instead of cost_per_image.
     token_prices = models.JSONField(default=dict, blank=True)
+    # Where the facts above come from ("Google deprecations page 2026-09", "[3P] …"): operators
+    # keep them current, and catalog_sync checks them against the upstream's models.list.
+    source = models.CharField(max_length=300, blank=True)
+    # What catalog_sync last saw upstream: {"account": {"displayName", "supportedGenerationMethods",
+    # "inputTokenLimit", "outputTokenLimit"}}; and a disagreement with our row, if any.
+    upstream_metadata = models.JSONField(default=dict, blank=True)
+    metadata_mismatch = models.CharField(max_length=500, blank=True)
+    last_seen_upstream_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["model_id"]
@@ -135,6 +219,57 @@ class UpstreamModel(models.Model):
         return Decimal(str(value)) if value is not None else Decimal("0")
 
 
+class CatalogAlert(models.Model):
+    """Something an operator must look at: a model gone upstream, a route disabled by a 404, a
+    model newly discovered, metadata that disagree. Shown in admin and on the operator page until
+    acknowledged; one open alert per (kind, model, account) so a daily sync does not pile them up."""
+
+    class Kind(models.TextChoices):
+        MODEL_GONE = "model_gone", "Model disappeared upstream"
+        MODEL_NOT_FOUND = "model_not_found", "Upstream answered 404 model not found"
+        MODEL_DISCOVERED = "model_discovered", "New model discovered upstream"
+        METADATA_MISMATCH = "metadata_mismatch", "Upstream metadata disagree"
+        SYNC_FAILED = "sync_failed", "catalog_sync could not list models"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    model_id = models.CharField(max_length=100)
+    account = models.ForeignKey(
+        ProviderAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["acknowledged_at", "kind"], name="catalog_alert_open")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.model_id}"
+
+
+class ShutdownNotice(models.Model):
+    """One e-mail sent to an organization's owners about one model's shutdown at one threshold
+    (30 or 7 days before). The unique constraint makes the daily task send it at most once."""
+
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="+")
+    model_id = models.CharField(max_length=100)
+    shutdown_date = models.DateField()
+    days_before = models.PositiveSmallIntegerField()
+    recipients = models.JSONField(default=list)
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "model_id", "days_before"], name="uniq_shutdown_notice"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.model_id} -{self.days_before}d"
+
+
 class Route(models.Model):
     """tier → ordered (provider account, model, options). Lower position = preferred when healthy."""
 
@@ -142,8 +277,16 @@ class Route(models.Model):
     position = models.PositiveSmallIntegerField(default=10)
     account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="routes")
     model = models.ForeignKey(UpstreamModel, on_delete=models.CASCADE, related_name="routes")
-    options = models.JSONField(default=dict, blank=True, help_text='e.g. {"thinking_level": "MINIMAL"}')
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='e.g. {"thinking_level": "MINIMAL", "service_tier": "flex"}; service_tier is standard '
+        "(default), flex (-50%, slower, may be shed: batch items prefer it) or priority (with "
+        '"priority_multiplier", e.g. "1.8", the price factor over standard).',
+    )
     enabled = models.BooleanField(default=True)
+    # Why the route was switched off by the system (catalog_sync or a live 404), for the operator.
+    disabled_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["tier", "position", "id"]
@@ -208,6 +351,9 @@ class Job(models.Model):
     amount = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
     currency = models.CharField(max_length=3, default="usd")
     upstream_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    # Google's service tier that actually served the job (the x-gemini-service-tier header, else
+    # what we asked for): "standard", "flex" or "priority"; blank for the sandbox and Imagen.
+    service_tier = models.CharField(max_length=16, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -275,6 +421,76 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+
+# --- Input images -----------------------------------------------------------------------------
+class InputFileQuerySet(models.QuerySet):
+    def for_org(self, organization) -> InputFileQuerySet:
+        return self.filter(organization=organization)
+
+
+class InputFile(models.Model):
+    """An input image (uploaded with POST /v1/files, or sent inline as a URL or base64 with a
+    request), stored re-encoded by us: content type sniffed from the bytes, EXIF and other
+    metadata dropped. Deleted after `expires_at` by the retention schedule unless an unfinished
+    job still needs it (generation.files.services)."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Uploaded"
+        URL = "url", "Fetched from a URL"
+        INLINE = "inline", "Inline (base64)"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_file_id, editable=False)
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    filename = models.CharField(max_length=200, blank=True)
+    source_url = models.CharField(max_length=2000, blank=True)
+    storage_path = models.CharField(max_length=300)
+    mime_type = models.CharField(max_length=40)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    # SHA-256 of the bytes as received: the same inline image sent twice (an idempotent retry)
+    # becomes the same file, so the request's fingerprint does not change.
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    objects = InputFileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-public_id"]
+        indexes = [
+            models.Index(fields=["organization", "sha256"], name="inputfile_org_sha"),
+            models.Index(fields=["expires_at"], name="inputfile_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class JobInput(models.Model):
+    """Which input files a job used, in order (role image or mask). The file id is kept even
+    after retention deleted the file, so the job page can say the input expired."""
+
+    class Role(models.TextChoices):
+        IMAGE = "image", "Input image"
+        MASK = "mask", "Mask"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="inputs")
+    file = models.ForeignKey(InputFile, null=True, on_delete=models.SET_NULL, related_name="job_inputs")
+    file_public_id = models.CharField(max_length=40)
+    role = models.CharField(max_length=8, choices=Role.choices)
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["job_id", "role", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "role", "position"], name="uniq_jobinput_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.role}{self.position}"
 
 
 class RouteStatsMinute(models.Model):

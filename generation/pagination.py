@@ -38,6 +38,15 @@ def page_cursor(request, *, prefix: str, what: str = "an id") -> str | None:
     return cursor
 
 
+def page_index_cursor(request) -> int:
+    """A cursor that is a position (batch items): ASCII digits of sane length only. `isdigit()`
+    alone passes "²" and 5,000-digit numbers, which then fail in int() or overflow the database."""
+    raw = request.query_params.get("cursor") or "0"
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise InvalidRequest("cursor must be next_cursor from a previous page.", param="cursor")
+    return int(raw)
+
+
 def page_response(items: Sequence[T], *, has_more: bool, render: Callable[[T], dict]) -> Response:
     return Response(
         {

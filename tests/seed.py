@@ -5,7 +5,12 @@ import importlib
 
 from django.apps import apps
 
-_SEEDS = ["tenants.migrations.0002_seed_plans", "generation.migrations.0002_seed_catalog"]
+_SEEDS = [
+    "tenants.migrations.0002_seed_plans",
+    "generation.migrations.0002_seed_catalog",
+    "generation.migrations.0004_upstream_lineup",
+    "generation.migrations.0005_files_inputs",
+]
 
 
 def ensure_seed_data() -> None:

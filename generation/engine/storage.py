@@ -52,8 +52,8 @@ def image_delete(path: str) -> None:
         default_storage.delete(path)
 
 
-def _signature(public_id: str, expires: int) -> str:
-    return salted_hmac(_SALT, f"{public_id}:{expires}", algorithm="sha256").hexdigest()
+def _signature(public_id: str, expires: int, secret: str | None = None) -> str:
+    return salted_hmac(_SALT, f"{public_id}:{expires}", secret=secret, algorithm="sha256").hexdigest()
 
 
 def image_url(*, public_id: str, storage_path: str, ttl_seconds: int, now: float | None = None) -> str:
@@ -65,14 +65,31 @@ def image_url(*, public_id: str, storage_path: str, ttl_seconds: int, now: float
     return f"{settings.PUBLIC_BASE_URL}/files/{public_id}.{ext}?expires={expires}&signature={signature}"
 
 
-def image_url_valid(*, public_id: str, expires: str, signature: str, now: float | None = None) -> bool:
+def image_url_expiry(
+    *, public_id: str, expires: str | None, signature: str | None, now: float | None = None
+) -> int | None:
+    """When a signed URL stops working (unix seconds), or None if it is invalid or expired.
+
+    URLs are signed with SECRET_KEY; during a key rotation those signed with a key now listed in
+    SECRET_KEY_FALLBACKS keep working until they expire. The signature is compared as ASCII bytes:
+    `compare_digest` refuses non-ASCII str (a TypeError, i.e. a 500, for `?signature=é`)."""
     try:
-        expires_at = int(expires)
+        expires_at = int(expires or "")
     except (TypeError, ValueError):
-        return False
+        return None
     if expires_at < (now or time.time()):
-        return False
-    return hmac.compare_digest(_signature(public_id, expires_at), signature or "")
+        return None
+    if not isinstance(signature, str) or not signature.isascii():
+        return None
+    given = signature.encode()
+    for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+        if hmac.compare_digest(_signature(public_id, expires_at, secret).encode(), given):
+            return expires_at
+    return None
+
+
+def image_url_valid(*, public_id: str, expires: str, signature: str, now: float | None = None) -> bool:
+    return image_url_expiry(public_id=public_id, expires=expires, signature=signature, now=now) is not None
 
 
 def image_open(storage_path: str):

@@ -27,7 +27,8 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -41,17 +42,26 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from generation import events
 from generation.documents import job_document
-from generation.engine.catalog import RoutePlan, route_plan
-from generation.engine.providers.base import UpstreamBadRequest
+from generation.engine.catalog import InputLimits, RoutePlan, route_plan
+from generation.engine.providers.base import ProviderRequest, UpstreamBadRequest
 from generation.engine.router import Outcome
 from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
 from generation.errors import IdempotencyConflict, JobNotCancelable
-from generation.models import Batch, Image, Job
+from generation.files.services import Upload, input_resolve, inputs_check, job_inputs_attach, job_inputs_load
+from generation.models import Batch, Image, Job, new_job_id
 from generation.params import GenerationParams
 from tenants.admission import generation_admit
-from tenants.errors import NotFound
+from tenants.errors import InvalidRequest, MaxCostExceeded, NotFound
 from tenants.ids import new_public_id
-from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
+from tenants.limits import (
+    concurrency_acquire,
+    concurrency_release,
+    quota_release,
+    quota_reserve,
+    spend_reserve,
+    spend_settle,
+    test_images_reserve,
+)
 from tenants.models import ApiKey, Organization
 from tenants.selectors import organization_limits
 
@@ -69,6 +79,8 @@ class GenerationRequest(GenerationParams):
     fallback: str | None = None
     webhook_url: str | None = None
     metadata: dict = field(default_factory=dict)
+    # The most the caller accepts to pay for this request (decimal string, the plan's currency).
+    max_cost: str | None = None
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
@@ -93,6 +105,7 @@ def job_plan(*, job: Job) -> RoutePlan:
         auto_migrate_models=organization.auto_migrate_models,
         model=job.requested_model or None,
         tier=job.tier,
+        batch=job.batch_id is not None,
     )
 
 
@@ -108,6 +121,68 @@ def request_plan(*, organization: Organization, api_key: ApiKey, request: Genera
         model=request.model,
         tier=request.tier,
     )
+
+
+_PENDING = "file_pending"  # stands in for a file id while only the count of inputs matters
+
+
+def request_with_inputs(
+    *,
+    organization: Organization,
+    api_key: ApiKey,
+    request: GenerationRequest,
+    images: Sequence[str | Upload] | None = None,
+    mask: str | Upload | None = None,
+    images_param: str = "images",
+    mask_param: str = "mask",
+) -> GenerationRequest:
+    """The request with its input images and mask (by default those it carries, as sent: ids,
+    URLs, base64) resolved to stored files of this organization (generation.files.services).
+    The catalog is asked first, with the inputs only counted, so a model that takes no (or
+    fewer) images, or no mask, is a 400 before anything is fetched or stored; then each file is
+    checked against every candidate route's limits."""
+    if images is None:
+        images, mask = list(request.images), request.mask
+    if mask is not None and not images:
+        raise InvalidRequest("A mask needs an image to apply to.", param=mask_param)
+    if not images:
+        return replace(request, images=(), mask=None)
+    probe = replace(
+        request, images=tuple(_PENDING for _ in images), mask=_PENDING if mask is not None else None
+    )
+    try:
+        plan = request_plan(organization=organization, api_key=api_key, request=probe)
+    except InvalidRequest as error:
+        if error.param in ("images", "mask"):
+            error.param = images_param if error.param == "images" else mask_param
+        raise
+    limits = InputLimits.strictest(plan.primary)
+    resolved = []
+    for index, spec in enumerate(images):
+        param = f"{images_param}[{index}]"
+        file = input_resolve(organization=organization, spec=spec, param=param)
+        inputs_check(file=file, limits=limits, param=param)
+        resolved.append(file.public_id)
+    mask_id = None
+    if mask is not None:
+        mask_file = input_resolve(organization=organization, spec=mask, param=mask_param)
+        inputs_check(file=mask_file, limits=limits, param=mask_param)
+        mask_id = mask_file.public_id
+    return replace(request, images=tuple(resolved), mask=mask_id)
+
+
+def worst_case_unit_price(
+    *, organization: Organization, plan: RoutePlan, fallback_policy: str, edit: bool = False
+) -> Decimal:
+    """The highest unit price any image of this request could be billed at: the requested tier's
+    under fallback "allow" (a fallback is billed at the requested price), else the highest price of
+    the tiers that may serve it; at the plan's edit prices for a request with input images."""
+    prices = organization.plan
+    price_for = prices.edit_price_for if edit else prices.price_for
+    if fallback_policy == Organization.Fallback.ALLOW:
+        return price_for(plan.tier)
+    tiers = {plan.tier} | {route.tier for route in plan.fallback}
+    return max(price_for(tier) for tier in tiers)
 
 
 def job_submit(
@@ -137,12 +212,38 @@ def job_submit(
     params = request.to_json()
     if plan.notice:
         params["model_notice"] = plan.notice
+    unit_price = (
+        worst_case_unit_price(
+            organization=organization, plan=plan, fallback_policy=fallback_policy, edit=request.is_edit
+        )
+        if livemode
+        else Decimal("0")  # test keys always use the sandbox, never billed
+    )
+    if request.max_cost is not None and unit_price * request.count > Decimal(request.max_cost):
+        raise MaxCostExceeded(
+            f"This request may cost up to {unit_price * request.count} {organization.plan.currency} "
+            f"({request.count} x {unit_price}), above its max_cost of {request.max_cost}.",
+            param="max_cost",
+        )
+    public_id = public_id or new_job_id()
     try:
         with transaction.atomic():
-            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            # Lock order (the release takes the same): quota month, key month, then the organization.
+            if livemode:
+                period = quota_reserve(organization=organization, images=request.count)
+                spend_reserve(
+                    organization=organization,
+                    api_key=api_key,
+                    job_public_id=public_id,
+                    images=request.count,
+                    unit_price=unit_price,
+                )
+            else:
+                period = None
+                test_images_reserve(organization=organization, images=request.count)
             concurrency_acquire(organization=organization)
             job = Job.objects.create(
-                **({"public_id": public_id} if public_id else {}),
+                public_id=public_id,
                 organization=organization,
                 api_key=api_key,
                 livemode=livemode,
@@ -161,6 +262,7 @@ def job_submit(
                 batch=batch,
                 custom_id=custom_id,
             )
+            job_inputs_attach(job=job, images=request.images, mask=request.mask)
             transaction.on_commit(partial(events.job_queued, public_id=job.public_id))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the insert
@@ -226,6 +328,21 @@ def job_load(*, public_id: str) -> Job:
     return Job.objects.select_related("organization__plan").get(public_id=public_id)
 
 
+def job_provider_request(*, job: Job) -> ProviderRequest:
+    """What the providers get: the job's parameters and prompt, and the bytes of its input files
+    read from our store (raises InputMissing when one was deleted before the job ran)."""
+    params = GenerationParams.from_json(job.params)
+    images, mask = job_inputs_load(job=job) if params.images else ((), None)
+    return ProviderRequest.of(
+        prompt=job.prompt,
+        params=params,
+        request_id=job.public_id,
+        tenant=str(job.organization_id),
+        input_images=images,
+        input_mask=mask,
+    )
+
+
 def job_renew_leases(*, public_ids: list[str], owner: str) -> set[str]:
     """Extend our leases; returns the ids we still hold (others were canceled or taken over)."""
     if not public_ids:
@@ -275,11 +392,13 @@ class LeaseLost(Exception):
     """The job is no longer ours (canceled, or the lease expired and another worker took it)."""
 
 
-def _release(job: Job, *, delivered: int) -> None:
+def _release(job: Job, *, delivered: int, amount: Decimal = Decimal("0")) -> None:
     if job.livemode and job.quota_period is not None:
         quota_release(
             organization_id=job.organization_id, images=job.count - delivered, period_start=job.quota_period
         )
+    if job.livemode:
+        spend_settle(job_public_id=job.public_id, images=delivered, amount=amount)
     concurrency_release(organization_id=job.organization_id)
 
 
@@ -302,16 +421,19 @@ def job_succeed(
     upstream_cost: Decimal,
     error_code: str = "",
     error_message: str = "",
+    service_tier: str = "",
 ) -> None:
-    """Record the images and their usage and finish the job, all or nothing."""
+    """Record the images and their usage and finish the job, all or nothing. `service_tier`: the
+    Google tier that served it (drives `upstream_cost`; the customer's price does not change)."""
     now = timezone.now()
     delivered = [image for image in images if not image.filtered]
     plan = job.organization.plan
+    price = plan.edit_price_for if job.params.get("images") else plan.price_for  # edits may cost more
     records = []
     amount = Decimal("0")
     for image in delivered:
         billed_tier = job.tier if job.fallback_policy == "allow" else image.served_tier
-        unit_price = plan.price_for(billed_tier) if (job.livemode and not image.is_sandbox) else Decimal("0")
+        unit_price = price(billed_tier) if (job.livemode and not image.is_sandbox) else Decimal("0")
         amount += unit_price
         records.append(
             UsageRecord(
@@ -345,6 +467,7 @@ def job_succeed(
         amount=amount,
         currency=plan.currency,
         upstream_cost=upstream_cost,
+        service_tier=service_tier,
         error_code=error_code,
         error_message=error_message,
         lease_owner="",
@@ -377,7 +500,7 @@ def job_succeed(
     ]
     Image.objects.bulk_create(rows)
     UsageRecord.objects.bulk_create(records)
-    _release(job, delivered=len(delivered))
+    _release(job, delivered=len(delivered), amount=amount)
     if announce:
         _finished(job, rows, **fields)
 
@@ -517,6 +640,7 @@ def job_complete(*, job: Job, owner: str, outcome: Outcome) -> bool:
                 fallback_reason=outcome.fallback_reason,
                 attempts_log=attempts,
                 upstream_cost=cost,
+                service_tier=outcome.service_tier or "",
                 error_code=error_code,
                 error_message=error_message,
             )

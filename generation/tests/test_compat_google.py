@@ -26,6 +26,8 @@ CONTENT_PATHS = [
     "/v1beta1/projects/my-project/locations/global/publishers/google/models/{model}:generateContent",
 ]
 FLASH = "gemini-3.1-flash-image"
+# Written against the 0002 seed (gemini-3.1-flash-image serving fast): see tests/catalogs.py.
+pytestmark = pytest.mark.usefixtures("catalog_before_2026_10")
 
 
 def google_client(raw_key: str | None) -> APIClient:
@@ -162,7 +164,19 @@ def test_concurrency_limit_is_429_with_retry_info(alice):
         ({"contents": []}, "contents"),
         (
             {"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": ""}}]}]},
-            "contents[0].parts[0]",
+            "contents[0].parts[0].inlineData",
+        ),
+        (
+            {
+                "contents": [
+                    {"parts": [{"text": "x"}, {"inlineData": {"mimeType": "image/png", "data": "bm9w"}}]}
+                ]
+            },
+            "contents[0].parts[1]",
+        ),
+        (
+            {"contents": [{"parts": [{"text": "x"}, {"functionCall": {"name": "f"}}]}]},
+            "contents[0].parts[1].functionCall",
         ),
     ],
 )

@@ -21,6 +21,8 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     # google-genai warns that generate_images (Imagen) is deprecated upstream; it is what we test.
     pytest.mark.filterwarnings("ignore:The generate_images method is deprecated"),
+    # Written against the 0002 seed (gemini-3.1-flash-image serving fast): see tests/catalogs.py.
+    pytest.mark.usefixtures("catalog_before_2026_10"),
 ]
 
 FLASH = "gemini-3.1-flash-image"

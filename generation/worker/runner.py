@@ -38,8 +38,8 @@ from django.utils import timezone
 
 from config.redis_client import REDIS_ERRORS
 from generation.batches.services import batch_feed_all
+from generation.engine.catalog_sync import route_model_gone
 from generation.engine.health import HealthBook
-from generation.engine.providers.base import ProviderRequest
 from generation.engine.router import ClientPool, Outcome, Router
 from generation.engine.upstream_limits import UpstreamLimiter
 from generation.jobs.liveness import heartbeat_remove, heartbeat_write
@@ -50,12 +50,12 @@ from generation.jobs.services import (
     job_fail,
     job_load,
     job_plan,
+    job_provider_request,
     job_reap,
     job_renew_leases,
     jobs_no_longer_held,
 )
 from generation.models import Job, RouteStatsMinute
-from generation.params import GenerationParams
 from tenants.errors import ImagegateError
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,9 @@ class JobRunner:
         self._wake = asyncio.Event()
         self.clients = ClientPool()
         self.limiter = UpstreamLimiter()
-        self.router = Router(clients=self.clients, health=self.health, limiter=self.limiter)
+        self.router = Router(
+            clients=self.clients, health=self.health, limiter=self.limiter, on_model_gone=self._model_gone
+        )
         self._background: list[asyncio.Task] = []
         self._aredis = None
         if settings.REDIS_URL:
@@ -366,6 +368,12 @@ class JobRunner:
                     next_lease = time.monotonic() + lease_every
                     await self._renew_leases()
 
+    async def _model_gone(self, route, error) -> None:
+        """The router met a 404 "model not found": disable the route in the database and alert."""
+        await self.db(
+            route_model_gone, account_id=route.account_id, model_id=route.model_id, message=str(error)
+        )
+
     async def _renew_leases(self) -> None:
         """Renew on the lease thread. An attempt past its wall-clock limit (hung on a call that
         never returns) is not renewed and is cancelled: its lease expires and the job is re-run."""
@@ -401,16 +409,11 @@ class JobRunner:
             job = await self.db(job_load, public_id=public_id)
             try:
                 plan = await self.db(job_plan, job=job)
+                request = await self.db(job_provider_request, job=job)
             except ImagegateError as exc:
                 if not await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message):
                     await self.db(job_cancel_settle, job=job, owner=self.owner)  # canceled meanwhile
                 return
-            request = ProviderRequest.of(
-                prompt=job.prompt,
-                params=GenerationParams.from_json(job.params),
-                request_id=job.public_id,
-                tenant=str(job.organization_id),
-            )
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())
             await self.router.execute(plan, request, deadline=deadline, outcome=outcome)

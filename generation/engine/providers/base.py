@@ -40,20 +40,47 @@ class Target:
     timeout_seconds: float = 120.0
 
 
+@dataclass(frozen=True)
+class InputImage:
+    """An input image's bytes as stored (re-encoded by us, EXIF stripped), read at run time."""
+
+    data: bytes
+    mime_type: str  # image/png | image/jpeg | image/webp
+    width: int
+    height: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProviderRequest(GenerationParams):
     """The parameters plus the prompt; validated against the route's capabilities beforehand.
-    `count` is the number of images wanted from this call."""
+    `count` is the number of images wanted from this call. `input_images` / `input_mask` are the
+    bytes of the files named by `images` / `mask`, in the same order."""
 
     prompt: str
     request_id: str = ""  # for upstream logs / tracing only
     tenant: str = ""  # whose request: route health attributes failures to it (never sent upstream)
+    input_images: tuple[InputImage, ...] = ()
+    input_mask: InputImage | None = None
 
     @classmethod
     def of(
-        cls, *, prompt: str, params: GenerationParams, request_id: str = "", tenant: str = ""
+        cls,
+        *,
+        prompt: str,
+        params: GenerationParams,
+        request_id: str = "",
+        tenant: str = "",
+        input_images: tuple[InputImage, ...] = (),
+        input_mask: InputImage | None = None,
     ) -> ProviderRequest:
-        return cls(prompt=prompt, request_id=request_id, tenant=tenant, **params.to_json())
+        return cls(
+            prompt=prompt,
+            request_id=request_id,
+            tenant=tenant,
+            input_images=input_images,
+            input_mask=input_mask,
+            **params.to_json(),
+        )
 
 
 @dataclass
@@ -72,6 +99,9 @@ class ProviderResult:
     usage: dict = field(default_factory=dict)  # upstream token counts (Gemini usageMetadata, summed)
     upstream_cost: Decimal | None = None  # when the provider can price it from `usage`; else None
     upstream_calls: int = 1
+    # Google's service tier that served the calls (`x-gemini-service-tier`, else the one asked
+    # for); None when the upstream has no tiers (sandbox, Imagen). Mixed answers: the most common.
+    service_tier: str | None = None
 
 
 class UpstreamError(Exception):
@@ -117,6 +147,13 @@ class UpstreamNotFound(UpstreamError):
     """404: the model is unknown or retired on this account; other routes may work."""
 
     code = "upstream_not_found"
+
+
+class UpstreamModelNotFound(UpstreamNotFound):
+    """404 NOT_FOUND "models/… is not found": the model is retired (or was never served) on this
+    account. Not transient: the router disables the route at once, alerts, and fails over."""
+
+    code = "upstream_model_not_found"
 
 
 class UpstreamRateLimited(UpstreamError):
