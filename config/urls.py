@@ -6,6 +6,7 @@ from billing.views import UsageView
 from config import views
 from dashboard.forms import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 from generation.api import views as generation_views
+from generation.api.metrics import metrics
 
 # The admin log-in is throttled like the dashboard's (tenants.login_throttle).
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -15,6 +16,8 @@ handler500 = "config.views.error"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path(
         "login/",

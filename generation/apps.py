@@ -23,9 +23,10 @@ def _subscribe() -> None:
     from generation.batches.services import batch_job_finished
     from generation.jobs.notifications import job_finished_notify
     from generation.webhooks.services import webhook_batch_finished, webhook_job_finished
-    from generation.worker.tasks import enqueue_run_job, enqueue_webhook_delivery
+    from generation.worker.tasks import enqueue_run_job, enqueue_webhook_delivery, ring_cancel
 
     events.job_queued.subscribe(enqueue_run_job)
+    events.job_cancel_requested.subscribe(ring_cancel)
     # Inside the terminal transaction, in this order: the webhook delivery row is written with the
     # job; the waiter's notification and the batch's top-up run once that commits.
     events.job_finished.subscribe(webhook_job_finished)
@@ -42,7 +43,7 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
     from generation.engine.catalog_sync import CATALOG_SYNC_SCHEDULE_NAME
     from generation.engine.lifecycle import SHUTDOWN_NOTICES_SCHEDULE_NAME
     from generation.files.tasks import FILES_SCHEDULE_NAME
-    from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
+    from generation.worker.tasks import REAP_SCHEDULE_NAME, RETENTION_SCHEDULE_NAME, WEBHOOK_SCHEDULE_NAME
 
     _ensure_schedule(
         using,
@@ -53,6 +54,22 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
             "minutes": 1,
             "repeats": -1,
         },
+    )
+    # Besides every runner's own timer: reaping never lives only inside the runners.
+    _ensure_schedule(
+        using,
+        REAP_SCHEDULE_NAME,
+        {
+            "func": "generation.worker.tasks.reap_jobs",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        RETENTION_SCHEDULE_NAME,
+        {"func": "generation.worker.tasks.purge_retention", "schedule_type": Schedule.DAILY, "repeats": -1},
     )
     _ensure_schedule(
         using,
@@ -101,4 +118,4 @@ def _start_runner(sender, proc_name, **kwargs) -> None:
     renewal run even before the first task arrives (a redeploy must pick up orphaned jobs)."""
     from generation.worker.runner import get_runner
 
-    get_runner()
+    get_runner(poll=True)

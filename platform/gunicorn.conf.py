@@ -11,6 +11,24 @@ keepalive = 5
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") == "1" else None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
+
+def on_starting(server):
+    """Multiprocess Prometheus metrics (config/metrics.py): start each run with an empty directory."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
 # Access log lines never carry a query string (verification links and anything a client puts in
 # the URL, e.g. a misplaced ?key=) nor the Referer, and one-time tokens in paths (invitations,
 # password resets) are masked: access logs are kept and shipped with far less care than secrets.

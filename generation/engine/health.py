@@ -2,9 +2,11 @@
 
 Each worker process keeps its own book (it sees its own calls immediately); an opened circuit is
 also published to Redis with the cool-down as TTL, so every process stops sending to a failing
-route at once. A route whose circuit is open is skipped until its cool-down ends; then one probe
-call at a time is let through (half-open): success closes the circuit, failure re-opens it with a
-longer cool-down. Counters are flushed to `RouteStatsMinute` for the operator dashboard.
+route within a second. The sharing runs as `share()` on the runner's event loop with async Redis
+(never a blocking call on the loop); while Redis is down each process just keeps its own book.
+A route whose circuit is open is skipped until its cool-down ends; then one probe call at a time
+is let through (half-open): success closes the circuit, failure re-opens it with a longer cool-down.
+Counters are flushed to `RouteStatsMinute` for the operator dashboard.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ class RouteState:
     ewma_ms: float | None = None
     in_flight: int = 0
     consecutive_failures: int = 0
-    recent: deque = field(default_factory=deque)  # (monotonic time, ok)
+    recent: deque = field(default_factory=deque)  # (monotonic time, ok, tenant)
+    # Tenants whose own failures closed the route to them alone, until then (monotonic time).
+    tenant_blocked: dict = field(default_factory=dict)
     open_until: float = 0.0
     cooldown: float = COOLDOWN_START
     probe_until: float = 0.0  # a probe call is in flight until then (a lease, in case it never ends)
@@ -67,7 +71,16 @@ class RouteState:
             self.recent.popleft()
         if len(self.recent) < MIN_CALLS_FOR_RATE:
             return 0.0
-        return sum(1 for _, ok in self.recent if not ok) / len(self.recent)
+        return sum(1 for _, ok, _ in self.recent if not ok) / len(self.recent)
+
+    def only_tenants_fault(self, tenant: str) -> bool:
+        """Every recent failure is this tenant's while another tenant's calls succeed: its own
+        requests are failing (a prompt the model chokes on), not the route."""
+        if not tenant:
+            return False
+        failing = {who for _, ok, who in self.recent if not ok}
+        others_ok = any(ok and who != tenant for _, ok, who in self.recent)
+        return failing == {tenant} and others_ok
 
 
 class HealthBook:
@@ -75,31 +88,40 @@ class HealthBook:
         self.cooldown_start = cooldown_start
         self._lock = threading.Lock()
         self._states: dict[int, RouteState] = {}
-        self._remote_open: dict[int, tuple[float, bool]] = {}  # route id -> (checked at, open)
+        self._remote: set[int] = set()  # routes another process has open (see share())
+        self._outbox: dict[int, float] = {}  # route id -> seconds open (0: closed), to publish
 
     def state(self, route_id: int) -> RouteState:
         with self._lock:
             return self._states.setdefault(route_id, RouteState(cooldown=self.cooldown_start))
 
     def _remote_is_open(self, route_id: int, now: float) -> bool:
-        client = get_redis()
-        if client is None:
-            return False
-        cached = self._remote_open.get(route_id)
-        if cached and now - cached[0] < 1.0:
-            return cached[1]
-        try:
-            is_open = bool(client.exists(_circuit_key(route_id)))
-        except Exception:  # noqa: BLE001 - health sharing is best effort
-            is_open = False
-        self._remote_open[route_id] = (now, is_open)
-        return is_open
+        """Opened by another process (as of the last `share()`); never a network call."""
+        return route_id in self._remote
 
-    def available(self, route_id: int) -> bool:
-        """May a call go to this route now? (Closed, or half-open with no probe in flight.)"""
+    async def share(self, client) -> None:
+        """Publish the circuits this process opened or closed, then read which routes any process
+        has open. `client` is a redis.asyncio client; errors propagate (the caller backs off)."""
+        with self._lock:
+            outbox, self._outbox = self._outbox, {}
+            route_ids = list(self._states)
+        for route_id, open_for in outbox.items():
+            if open_for:
+                await client.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
+            else:
+                await client.delete(_circuit_key(route_id))
+        if route_ids:
+            flags = await client.mget([_circuit_key(route_id) for route_id in route_ids])
+            self._remote = {rid for rid, flag in zip(route_ids, flags, strict=True) if flag}
+
+    def available(self, route_id: int, *, tenant: str = "") -> bool:
+        """May a call (of `tenant`) go to this route now? (Closed, or half-open with no probe in
+        flight; and not closed to this tenant alone.)"""
         now = time.monotonic()
         state = self.state(route_id)
         with self._lock:
+            if tenant and state.tenant_blocked.get(tenant, 0.0) > now:
+                return False
             if state.open_until:
                 return state.open_until <= now and state.probe_until <= now
         return not self._remote_is_open(route_id, now)
@@ -136,14 +158,21 @@ class HealthBook:
             state.probe_until = 0.0
 
     def finished(
-        self, route_id: int, *, ok: bool, latency_ms: float, images: int = 0, error: str = ""
+        self,
+        route_id: int,
+        *,
+        ok: bool,
+        latency_ms: float,
+        images: int = 0,
+        error: str = "",
+        tenant: str = "",
     ) -> None:
         now = time.monotonic()
         state = self.state(route_id)
         opened_for = 0.0
         with self._lock:
             state.in_flight = max(0, state.in_flight - 1)
-            state.recent.append((now, ok))
+            state.recent.append((now, ok, tenant))
             state.pending[0] += 1
             state.pending[2] += images
             state.pending[3] += int(latency_ms)
@@ -169,11 +198,19 @@ class HealthBook:
             state.pending[1] += 1
             state.consecutive_failures += 1
             was_probe = bool(state.open_until)
-            if (
+            tripped = (
                 was_probe
                 or state.consecutive_failures >= CONSECUTIVE_FAILURES_TO_OPEN
                 or state.error_rate(now) >= FAILURE_RATE_TO_OPEN
-            ):
+            )
+            if tripped and not was_probe and state.only_tenants_fault(tenant):
+                # One tenant's failures close the route to that tenant only (it fails over), for a
+                # short while; everyone else keeps using it.
+                state.tenant_blocked[tenant] = now + self.cooldown_start
+                state.consecutive_failures = 0
+                state.recent = deque(entry for entry in state.recent if entry[2] != tenant)
+                tripped = False
+            if tripped:
                 if was_probe:
                     state.cooldown = min(state.cooldown * 2, COOLDOWN_MAX)
                 state.open_until = now + state.cooldown
@@ -190,18 +227,11 @@ class HealthBook:
             self._publish(route_id, opened_for)
 
     def _publish(self, route_id: int, open_for: float) -> None:
-        """Share the circuit state with every process: a key that expires with the cool-down."""
-        client = get_redis()
-        if client is None:
-            return
-        self._remote_open.pop(route_id, None)
-        try:
-            if open_for:
-                client.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
-            else:
-                client.delete(_circuit_key(route_id))
-        except Exception:  # noqa: BLE001 - health sharing is best effort
-            pass
+        """Queue the circuit state for `share()`: a key that expires with the cool-down."""
+        with self._lock:
+            self._outbox[route_id] = open_for
+            if not open_for:
+                self._remote.discard(route_id)
 
     def snapshot(self) -> dict[int, dict]:
         now = time.monotonic()

@@ -150,8 +150,12 @@ class Router:
             except Exception:  # noqa: BLE001 - failing over matters more than recording it
                 logger.exception("route %s: could not record the retired model", route.label)
 
-    async def execute(self, plan: RoutePlan, request: ProviderRequest, *, deadline: float) -> Outcome:
-        outcome = Outcome()
+    async def execute(
+        self, plan: RoutePlan, request: ProviderRequest, *, deadline: float, outcome: Outcome | None = None
+    ) -> Outcome:
+        """`outcome` may be the caller's: if the job is canceled mid-way, the images already
+        delivered by earlier calls are still in it (and are delivered and billed)."""
+        outcome = outcome if outcome is not None else Outcome()
         remaining = request.count
         primary = [r for r in self.health.order(plan.primary) if not self._is_gone(r)]
         fallback = [r for r in self.health.order(plan.fallback) if not self._is_gone(r)]
@@ -165,7 +169,9 @@ class Router:
         # serve from the fallback tier rather than queueing behind the primary's limits.
         preacquired = None
         if fallback:
-            preacquired, saturated_primary = await self._first_free(primary, fallback, remaining)
+            preacquired, saturated_primary = await self._first_free(
+                primary, fallback, remaining, request.tenant
+            )
             if preacquired and preacquired[1] is True:
                 queue = [(preacquired[0], True)] + [(r, fb) for r, fb in queue if r is not preacquired[0]]
                 outcome.fallback_reason = f"{plan.tier} tier saturated"
@@ -179,7 +185,7 @@ class Router:
             elif self._is_gone(route):
                 outcome.attempts.append(Attempt(route.label, route.tier, False, 0, error="model_gone"))
                 continue
-            elif not self.health.available(route.id):
+            elif not self.health.available(route.id, tenant=request.tenant):
                 outcome.attempts.append(Attempt(route.label, route.tier, False, 0, error="circuit_open"))
                 continue
             if is_fallback and not outcome.fallback_reason:
@@ -195,14 +201,14 @@ class Router:
             outcome.error = UpstreamError("No upstream route was available before the deadline.")
         return outcome
 
-    async def _first_free(self, primary, fallback, images) -> tuple[tuple | None, bool]:
+    async def _first_free(self, primary, fallback, images, tenant: str) -> tuple[tuple | None, bool]:
         for route in primary:
-            if self.health.available(route.id):
+            if self.health.available(route.id, tenant=tenant):
                 slot, _ = await self.limiter.try_acquire(route, images)
                 if slot is not None:
                     return (route, False, slot), False
         for route in fallback:
-            if self.health.available(route.id):
+            if self.health.available(route.id, tenant=tenant):
                 slot, _ = await self.limiter.try_acquire(route, images)
                 if slot is not None:
                     return (route, True, slot), True
@@ -246,7 +252,12 @@ class Router:
                 slot = None
             ms = int((time.monotonic() - started) * 1000)
             if error is not None:
-                self.health.finished(route.id, ok=False, latency_ms=ms, error=error.code)
+                if error.route_fault:
+                    self.health.finished(
+                        route.id, ok=False, latency_ms=ms, error=error.code, tenant=request.tenant
+                    )
+                else:  # a 400 is the request's fault (one tenant's prompts): not the route's health
+                    self.health.abandoned(route.id)
                 outcome.attempts.append(Attempt(route.label, route.tier, False, ms, error=error.code))
                 outcome.error = error
                 if not error.route_fault:
@@ -266,7 +277,7 @@ class Router:
 
             got = len(result.images)
             delivered = sum(1 for image in result.images if not image.filtered)
-            self.health.finished(route.id, ok=True, latency_ms=ms, images=delivered)
+            self.health.finished(route.id, ok=True, latency_ms=ms, images=delivered, tenant=request.tenant)
             outcome.attempts.append(Attempt(route.label, route.tier, True, ms, images=got))
             outcome.images += [RoutedImage(image, route) for image in result.images]
             for key, value in result.usage.items():

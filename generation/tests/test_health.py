@@ -76,8 +76,54 @@ def test_counters_drain_for_the_stats_table(db):
 
 
 def test_an_open_circuit_is_shared_through_redis(db, use_redis):
+    """Sharing runs on the runner's loop with async Redis: the opener publishes, another process
+    learns it on its next share(), and a closed circuit is withdrawn the same way."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from django.conf import settings
+
     one, two = HealthBook(cooldown_start=5), HealthBook()
-    for _ in range(3):
-        one.finished(7, ok=False, latency_ms=1)
-    assert not two.available(7)  # another process learns it from Redis
-    time.sleep(0.01)
+    two.state(7)  # a route process two routes to
+
+    async def share_both(client):
+        await one.share(client)
+        await two.share(client)
+
+    async def scenario():
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        try:
+            assert two.available(7)
+            for _ in range(3):
+                one.finished(7, ok=False, latency_ms=1)
+            await share_both(client)
+            assert not two.available(7)  # another process learns it from Redis
+            one.state(7).open_until = time.monotonic() - 1  # cool-down over: the probe succeeds
+            one.started(7)
+            one.finished(7, ok=True, latency_ms=1)
+            await share_both(client)
+            assert two.available(7)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_one_tenants_failures_close_the_route_to_that_tenant_only(db):
+    """Four failing calls from one tenant, while another tenant's calls succeed, must not open the
+    circuit for everyone: the route closes to the failing tenant alone (it fails over)."""
+    book = HealthBook(cooldown_start=5)
+    book.finished(9, ok=True, latency_ms=10, tenant="bystander")
+    for _ in range(4):
+        book.finished(9, ok=False, latency_ms=10, error="upstream_server_error", tenant="hostile")
+    assert book.available(9) and book.available(9, tenant="bystander")
+    assert not book.available(9, tenant="hostile")
+    assert book.snapshot()[9]["circuit"] == "closed"
+
+
+def test_failures_of_several_tenants_still_open_the_circuit(db):
+    book = HealthBook(cooldown_start=5)
+    book.finished(9, ok=True, latency_ms=10, tenant="a")
+    for tenant in ("a", "b", "c"):
+        book.finished(9, ok=False, latency_ms=10, tenant=tenant)
+    assert not book.available(9) and not book.available(9, tenant="a")

@@ -95,3 +95,26 @@ def test_limits_are_shared_between_limiters_and_dead_holders_expire(db, use_redi
         await two.close()
 
     asyncio.run(scenario())
+
+
+def test_generate_content_takes_one_slot_and_one_request_per_http_call(backend):
+    """generateContent fans a 4-image job out into 4 HTTP calls: 4 slots, 4 requests of the RPM."""
+
+    async def scenario():
+        limiter = UpstreamLimiter()
+        r = route(conc=5, rpm=6)
+        r.target.protocol = "generate_content"
+        four, _ = await limiter.try_acquire(r, 4)
+        assert four is not None and four.calls == 4
+        one, _ = await limiter.try_acquire(r, 1)
+        assert one is not None
+        none, wait = await limiter.try_acquire(r, 1)
+        assert none is None and wait == -1  # 5 calls in flight: the account's concurrency
+        await limiter.release(four)
+        one_more, _ = await limiter.try_acquire(r, 1)
+        assert one_more is not None  # 6 requests this minute
+        over, wait = await limiter.try_acquire(r, 1)
+        assert over is None and wait > 0  # the RPM counts calls, not jobs
+        await limiter.close()
+
+    asyncio.run(scenario())

@@ -58,6 +58,7 @@ class ProviderRequest(GenerationParams):
 
     prompt: str
     request_id: str = ""  # for upstream logs / tracing only
+    tenant: str = ""  # whose request: route health attributes failures to it (never sent upstream)
     input_images: tuple[InputImage, ...] = ()
     input_mask: InputImage | None = None
 
@@ -68,12 +69,14 @@ class ProviderRequest(GenerationParams):
         prompt: str,
         params: GenerationParams,
         request_id: str = "",
+        tenant: str = "",
         input_images: tuple[InputImage, ...] = (),
         input_mask: InputImage | None = None,
     ) -> ProviderRequest:
         return cls(
             prompt=prompt,
             request_id=request_id,
+            tenant=tenant,
             input_images=input_images,
             input_mask=input_mask,
             **params.to_json(),
@@ -182,3 +185,16 @@ class UpstreamProtocolError(UpstreamError):
 
     retryable = True
     code = "upstream_protocol_error"
+
+
+# What parsing a JSON body of the wrong shape raises (a list where an object was promised, a
+# missing key, a string for a number...).
+WRONG_SHAPE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def wrong_shape(method: str, exc: Exception) -> UpstreamProtocolError:
+    """A 200 whose valid JSON has the wrong shape is the route's fault, retried and failed over
+    like a 5xx (never an internal error of ours), and nothing of it is kept."""
+    return UpstreamProtocolError(
+        f"{method} answered JSON of an unexpected shape ({type(exc).__name__}: {exc})"
+    )

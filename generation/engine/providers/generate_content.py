@@ -20,6 +20,7 @@ import pybase64
 
 from generation.engine.providers import google_http
 from generation.engine.providers.base import (
+    WRONG_SHAPE,
     ProviderImage,
     ProviderRequest,
     ProviderResult,
@@ -27,6 +28,7 @@ from generation.engine.providers.base import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRateLimited,
+    wrong_shape,
 )
 
 # finishReason values that mean "Google refused to produce this image" (not worth a retry).
@@ -165,7 +167,10 @@ async def _call(
         )
     except UpstreamError as exc:
         return _Outcome(error=exc)
-    outcome = parse_response(payload, request)
+    try:
+        outcome = parse_response(payload, request)
+    except WRONG_SHAPE as exc:
+        return _Outcome(error=wrong_shape("generateContent", exc))
     outcome.service_tier = served_service_tier(headers, requested_service_tier(target))
     return outcome
 

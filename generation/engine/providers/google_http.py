@@ -12,6 +12,7 @@ import asyncio
 
 import httpx
 import orjson
+from django.conf import settings
 
 from generation.engine.providers import google_errors, vertex_auth
 from generation.engine.providers.base import Target, UpstreamAuthError, UpstreamProtocolError, UpstreamTimeout
@@ -43,6 +44,22 @@ async def endpoint(target: Target, method: str) -> tuple[str, dict[str, str]]:
     return f"{base}/v1beta/models/{model}:{method}", {"x-goog-api-key": credentials.api_key}
 
 
+async def _read_capped(response: httpx.Response, method: str) -> bytes:
+    """The body, refusing one larger than UPSTREAM_MAX_RESPONSE_BYTES (a broken or hostile upstream
+    must not make a worker buffer without bound): a retryable route fault, like a 5xx."""
+    cap = settings.UPSTREAM_MAX_RESPONSE_BYTES
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise UpstreamProtocolError(f"Google {method} answered {declared} bytes, over the {cap}-byte cap")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise UpstreamProtocolError(f"Google {method} answered more than the {cap}-byte cap")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def post(client: httpx.AsyncClient, target: Target, method: str, body: dict) -> dict:
     """POST `body` to the target's `method` endpoint; the decoded JSON object of a 2xx answer."""
     payload, _ = await post_with_headers(client, target, method, body)
@@ -58,17 +75,27 @@ async def post_with_headers(
     try:
         async with asyncio.timeout(timeout):
             # httpx's read timeout is per chunk; asyncio.timeout makes it a deadline for the call.
-            response = await client.post(
+            request = client.build_request(
+                "POST",
                 url,
                 json=body,
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
             )
+            response = await client.send(request, stream=True)
+            content = None
+            try:
+                if response.is_success:
+                    content = await _read_capped(response, method)
+                else:
+                    await response.aread()  # an error answer: error_from_response reads it
+            finally:
+                await response.aclose()
     except TimeoutError:
         raise UpstreamTimeout(f"Google {method} did not answer within {timeout:g}s") from None
     except httpx.HTTPError as exc:
         raise google_errors.error_from_exception(exc) from None
-    return _decoded(response, method), response.headers
+    return _decoded(response, method, content), response.headers
 
 
 async def list_models(client: httpx.AsyncClient, target: Target, *, page_size: int = 100) -> list[dict]:
@@ -122,12 +149,13 @@ async def _list_endpoint(target: Target) -> tuple[str, dict[str, str]]:
     return f"{base}/v1beta/models", {"x-goog-api-key": credentials.api_key}
 
 
-def _decoded(response: httpx.Response, method: str) -> dict:
+def _decoded(response: httpx.Response, method: str, content: bytes | None = None) -> dict:
+    """The JSON object of a 2xx answer (`content`: its body when it was read with the size cap)."""
     if not response.is_success:
         raise google_errors.error_from_response(response)
     try:
         # orjson straight from bytes: ~2x faster than json.loads on these multi-megabyte bodies.
-        payload = orjson.loads(response.content)
+        payload = orjson.loads(content if content is not None else response.content)
     except orjson.JSONDecodeError:
         raise UpstreamProtocolError(
             f"Google {method} answered {response.status_code} with a body that is not JSON",
