@@ -24,11 +24,10 @@ from datetime import datetime
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.response import Response
 
 from generation.documents import job_render
 
-from .base import CompatAPIView, image_base64, uncompressed
+from .base import CompatAPIView, image_base64, image_json_response
 from .errors import ContentFiltered, render_openai_error
 
 SIZES = {
@@ -180,8 +179,7 @@ class ImageGenerationView(CompatAPIView):
             "output_format": document["output_format"],
             "size": f"{first['width']}x{first['height']}" if first["width"] else None,
         }
-        response = Response(body, headers={"x-imagegate-generation-id": document["id"]})
-        return uncompressed(response)
+        return image_json_response(body, headers={"x-imagegate-generation-id": document["id"]})
 
 
 def _unix(iso: str | None) -> int:
