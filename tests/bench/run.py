@@ -490,7 +490,7 @@ class ServiceCpu:
         aux = [pid for pid in postgres_aux if _is_aux_postgres(pid)]
         return {
             "postgres": sum(self.backend_cpu.values()) + cpu_seconds(aux),
-            "redis": cpu_seconds(_pids_named("redis-server")),
+            "redis": cpu_seconds([pid for pid in _pids_named("redis-server") if _listens_6379(pid)]),
         }
 
     def close(self) -> None:
@@ -498,6 +498,14 @@ class ServiceCpu:
         if self.enabled:
             self.thread.join(1)
             self.conn.close()
+
+
+def _listens_6379(pid: int) -> bool:
+    """The shared Redis, not one a test started on another port."""
+    try:
+        return ":6379" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
 
 
 def _is_aux_postgres(pid: int) -> bool:
@@ -634,6 +642,7 @@ def main() -> None:
     parser.add_argument("--paths", default="native,openai", help="comma-separated: native, openai")
     parser.add_argument("--one-client-requests", type=int, default=60)
     parser.add_argument("--clients", type=int, default=128)
+    parser.add_argument("--idle-seconds", type=float, default=5, help="CPU of web and worker doing nothing")
     parser.add_argument("--throughput-seconds", type=float, default=40)
     parser.add_argument("--n4-requests", type=int, default=20, help="n=4 requests at 1 client (0: skip)")
     parser.add_argument("--py-spy", action="store_true", help="record web and worker with py-spy under load")
@@ -660,8 +669,19 @@ def main() -> None:
         base = asyncio.run(sequential(stack.fake_port, UPSTREAM, key, args.one_client_requests))
         baseline_ms = pct([t * 1000 for t, ok, _ in base if ok], 0.5)
         result["upstream_only"] = {"one_client_p50_ms": round(baseline_ms, 2)}
+        idle0 = meter.read()
+        time.sleep(args.idle_seconds)
+        idle1 = meter.read()
+        result["idle_cpu_ms_per_s"] = {
+            name: round((idle1[name] - idle0[name]) * 1000 / args.idle_seconds, 1)
+            for name in ("web", "worker")
+        }
+        print(f"  idle CPU       : {result['idle_cpu_ms_per_s']} ms/s", flush=True)
         for name in paths:
+            spy = PySpy(stack, workdir, f"{name}-1client", 10) if args.py_spy else None
             phase = one_client_phase(stack, meter, PATHS[name], key, args.one_client_requests, baseline_ms)
+            if spy:
+                spy.wait()
             result["paths"][name] = {"one_client": phase}
             print(f"  {name:6} 1 client : {phase}", flush=True)
             if args.n4_requests:
@@ -684,10 +704,10 @@ def main() -> None:
         )
         print(f"  upstream alone : {result['upstream_only']}", flush=True)
         for name in paths:
-            spies = _py_spy(stack, workdir, name, args.throughput_seconds) if args.py_spy else []
+            spy = PySpy(stack, workdir, f"{name}-load", args.throughput_seconds) if args.py_spy else None
             phase = load_phase(stack, meter, sampler, PATHS[name], key, args.clients, args.throughput_seconds)
-            for spy in spies:
-                spy.wait(timeout=30)
+            if spy:
+                spy.wait()
             result["paths"][name]["load"] = phase
             print(f"  {name:6} load     : {phase}", flush=True)
         time.sleep(2)
@@ -710,34 +730,32 @@ def main() -> None:
     print("\n" + "\n".join(report_lines(result, args)))
 
 
-def _py_spy(stack: Stack, workdir: Path, name: str, seconds: float) -> list[subprocess.Popen]:
-    spy = str(Path(PYTHON).parent / "py-spy")
-    spies = []
-    for proc in ("web", "worker"):
-        out = workdir / f"py-spy-{name}-{proc}.txt"
-        spies.append(
-            subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(stack.procs[proc].pid),
-                    "--subprocesses",
-                    "--nonblocking",
-                    "--duration",
-                    str(int(seconds)),
-                    "--rate",
-                    "50",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    return spies
+class PySpy:
+    """py-spy flame data (raw folded stacks) of every gunicorn and qcluster process, one file per
+    process, for `seconds`; stopped with SIGINT (py-spy then writes what it has) if it overruns."""
+
+    def __init__(self, stack: Stack, workdir: Path, label: str, seconds: float):
+        spy = str(Path(PYTHON).parent / "py-spy")
+        self.procs = []
+        for group in ("web", "worker"):
+            for pid in process_tree([stack.procs[group].pid]):
+                out = workdir / f"py-spy-{label}-{group}-{pid}.txt"
+                argv = [spy, "record", "--pid", str(pid), "--nonblocking", "--duration", str(int(seconds))]
+                argv += ["--rate", "50", "--format", "raw", "--output", str(out)]
+                self.procs.append(
+                    subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
+
+    def wait(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def report_lines(result: dict, args) -> list[str]:
@@ -749,6 +767,8 @@ def report_lines(result: dict, args) -> list[str]:
         f" {up['images_per_s']} images/s at {args.clients} clients,"
         f" the fake's CPU {up['cpu_ms_per_image']} ms/image",
     ]
+    idle = result["idle_cpu_ms_per_s"]
+    lines.append(f"  idle CPU              : web {idle['web']} ms/s, worker {idle['worker']} ms/s")
     for name, data in result["paths"].items():
         one, load = data["one_client"], data["load"]
         cpu = load["cpu_ms_per_image"]
