@@ -583,7 +583,7 @@ def load_phase(stack: Stack, meter: Meter, sampler, spec: dict, key: str, client
         "cpu_ms_per_image": Meter.per_image(cpu0, cpu1, len(ok)),
         "peak_rss_mb": round(sampler.peak / 2**20, 1),
         "peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
-        "pss_mb_first_last": [round(sampler.first_pss / 2**20, 1), round(sampler.last_pss / 2**20, 1)],
+        "pss_mb_over_phase": sampler.quartiles_mb(),
         "errors": _errors(results),
     }
 
@@ -606,12 +606,21 @@ class PhaseSampler(MemorySampler):
 
     def reset(self) -> None:
         self.peak = self.peak_pss = self.first_pss = self.last_pss = 0
+        self.series: list[int] = []
+
+    def quartiles_mb(self) -> list[float]:
+        """PSS at 0, 25, 50, 75 and 100% of the phase: flat means no growth."""
+        if not self.series:
+            return []
+        last = len(self.series) - 1
+        return [round(self.series[round(last * q)] / 2**20, 1) for q in (0, 0.25, 0.5, 0.75, 1)]
 
     def run(self):
         while not self.stop_flag.wait(1.0):
             pids = process_tree(self.roots)
             self.peak = max(self.peak, rss_bytes(pids))
             self.last_pss = pss_bytes(pids)
+            self.series.append(self.last_pss)
             self.first_pss = self.first_pss or self.last_pss
             self.peak_pss = max(self.peak_pss, self.last_pss)
 
@@ -793,7 +802,7 @@ def report_lines(result: dict, args) -> list[str]:
             f"    CPU per image       : {cpu['total_ours']} ms (web {cpu['web']}, worker {cpu['worker']},"
             f" PostgreSQL {cpu['postgres']}, Redis {cpu['redis']}; fake upstream {cpu['fake_upstream']})",
             f"    memory              : peak RSS {load['peak_rss_mb']} MB, peak PSS {load['peak_pss_mb']} MB,"
-            f" PSS first/last {load['pss_mb_first_last']} MB",
+            f" PSS at 0/25/50/75/100% of the phase {load['pss_mb_over_phase']} MB",
         ]
     lines.append(
         f"  jobs by status        : {result['jobs_by_status']} (not finished: {result['jobs_not_finished']})"
