@@ -10,16 +10,11 @@ from django.db import models
 from django.db.models import Q
 
 from tenants.ids import new_public_id
-from tenants.models import Organization
+from tenants.models import Organization, OrgScopedQuerySet
 
 
 def new_usage_record_id() -> str:
     return new_public_id("usg")
-
-
-class UsageRecordQuerySet(models.QuerySet):
-    def for_org(self, organization):
-        return self.filter(organization=organization)
 
 
 class UsageRecord(models.Model):
@@ -66,7 +61,7 @@ class UsageRecord(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     claim_token = models.CharField(max_length=32, blank=True, default="")
 
-    objects = UsageRecordQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from billing.models import BillingAccount, UsageRecord
 from tenants.models import ALL_TIERS, Organization
-from tenants.selectors import billing_period_end, billing_period_start
+from tenants.selectors import billing_period_end, billing_period_start, organization_payment_blocked
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0")
@@ -25,16 +25,11 @@ def billing_account_get(*, organization: Organization) -> BillingAccount | None:
 
 
 def live_generation_blocked(*, organization: Organization, now: datetime | None = None) -> bool:
-    """True once an invoice payment failed and the grace period has passed without `invoice.paid`."""
-    failed_at = (
-        BillingAccount.objects.filter(organization=organization)
-        .values_list("payment_failed_at", flat=True)
-        .first()
-    )
-    if failed_at is None:
-        return False
-    now = now or timezone.now()
-    return now >= failed_at + timedelta(days=settings.BILLING_GRACE_PERIOD_DAYS)
+    """True once an invoice payment failed and the grace period has passed without `invoice.paid`.
+    Reads the organization's current copy of the failure time (the instance may predate it);
+    admission uses the instance it just loaded instead (tenants.admission)."""
+    current = Organization.objects.only("payment_failed_at").get(pk=organization.pk)
+    return organization_payment_blocked(organization=current, now=now)
 
 
 def payment_grace_ends_at(*, account: BillingAccount | None) -> datetime | None:

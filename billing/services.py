@@ -237,7 +237,7 @@ def _on_invoice_paid(obj: dict, created: datetime) -> tuple[BillingAccount | Non
     paid_at = _from_timestamp((obj.get("status_transitions") or {}).get("paid_at")) or created
     account.last_invoice_paid_at = max(filter(None, [account.last_invoice_paid_at, paid_at]))
     if account.payment_failed_at is not None and created >= account.payment_failed_at:
-        account.payment_failed_at = None
+        billing_account_payment_failed_set(account=account, failed_at=None)
     account.save()
     return account, "applied"
 
@@ -249,9 +249,18 @@ def _on_invoice_payment_failed(obj: dict, created: datetime) -> tuple[BillingAcc
     if account.last_invoice_paid_at and created < account.last_invoice_paid_at:
         return account, "ignored: an invoice was paid after this failure"
     if account.payment_failed_at is None:  # grace runs from the first failure, not from each retry
-        account.payment_failed_at = created
+        billing_account_payment_failed_set(account=account, failed_at=created)
         account.save()
     return account, "applied"
+
+
+def billing_account_payment_failed_set(*, account: BillingAccount, failed_at: datetime | None) -> None:
+    """Record (or clear) the first failed payment, here and on the organization, which admission
+    reads (tenants.selectors.organization_payment_blocked). The caller saves the account."""
+    account.payment_failed_at = failed_at
+    tenant_services.organization_payment_failed_set(
+        organization_id=account.organization_id, failed_at=failed_at
+    )
 
 
 def stripe_event_process(*, event: dict) -> bool:

@@ -17,15 +17,15 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing import errors, selectors, services, stripe_client
+from tenants.access import dashboard_access
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
-from tenants.models import ALL_TIERS, Membership, Organization, Plan
+from tenants.models import ALL_TIERS, Organization, Plan
 from tenants.schema import ERRORS
-from tenants.selectors import billing_period_end, billing_period_start, organizations_for_user
+from tenants.selectors import billing_period_end, billing_period_start
 
 MAX_USAGE_RANGE_DAYS = 366
 TIER_ORDER = {tier: index for index, tier in enumerate(ALL_TIERS)}
-BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -36,25 +36,17 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 
 
 def _billing_organization(request: Any) -> Organization:
-    """The organization the page acts on: the `organization` field if it is one of the user's (else
-    404, the same answer as for an organization that does not exist), or their first. Members without
-    the owner or admin role get 403."""
-    organizations = organizations_for_user(user=request.user)
+    """The organization the page acts on, resolved as every logged-in page does (tenants.access):
+    the `organization` field if it is one of the user's (else 404, the same answer as for an
+    organization that does not exist), or the one chosen in the dashboard's switcher. Members
+    without the owner or admin role get 403."""
     wanted = request.POST.get("organization") or request.GET.get("organization")
-    if wanted:
-        organization = next((org for org in organizations if org.public_id == wanted), None)
-    else:
-        organization = organizations[0] if organizations else None
-    if organization is None:
+    access = dashboard_access(request, organization_id=wanted)
+    if access is None:
         raise Http404("No such organization.")
-    role = (
-        Membership.objects.filter(user=request.user, organization=organization)
-        .values_list("role", flat=True)
-        .first()
-    )
-    if role not in BILLING_ROLES:
+    if not access.can_manage:
         raise PermissionDenied("Only owners and admins manage billing.")
-    return organization
+    return access.organization
 
 
 def _message(request, organization, title: str, text: str, *, status: int = 200) -> HttpResponse:

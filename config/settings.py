@@ -206,6 +206,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "REDOC_DIST": "SIDECAR",  # docs assets served from our static files, never a CDN
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Several resources have a `status`; each choice set gets its own enum name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "generation.models.Job.Status",
+        "BatchStatusEnum": "generation.models.Batch.Status",
+        "WebhookDeliveryStatusEnum": "generation.models.WebhookDelivery.Status",
+    },
 }
 # `last_used_at` is written at most this often per key, to keep the hot path free of writes.
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60

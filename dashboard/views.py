@@ -5,6 +5,8 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -20,7 +22,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing.selectors import month_to_date_statement, organization_usage
 from dashboard import forms, selectors
-from dashboard.access import SESSION_ORGANIZATION, dashboard_view
 from dashboard.services import invitation_send, playground_submit
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
@@ -36,6 +37,7 @@ from generation.webhooks.services import (
     webhook_secret_rotate,
 )
 from tenants import services as tenant_services
+from tenants.access import SESSION_ORGANIZATION, dashboard_view
 from tenants.errors import ImagegateError, NotFound
 from tenants.limits import rate_limit_hit
 from tenants.models import ALL_TIERS, ApiKey, Invitation, Membership
@@ -418,7 +420,7 @@ def batch_detail(request, public_id: str):
         )
     except NotFound:
         raise Http404("No such batch.") from None
-    never_fed = "canceled" if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED) else "pending"
+    never_fed = "canceled" if batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED) else "pending"
     items = [(index, custom_id, job, job.status if job else never_fed) for index, custom_id, job in rows]
     context = {
         "batch": batch,
@@ -449,7 +451,8 @@ def usage(request):
         else {"start": billing_period_start().isoformat(), "end": today.isoformat()}
     )
     form = forms.UsageRangeForm(data)
-    rows, totals = [], {"images": 0, "amount": 0, "billable": 0}
+    rows: list = []
+    totals: dict[str, Any] = {"images": 0, "amount": Decimal(0), "billable": Decimal(0)}
     by_tier: dict[str, dict] = {}
     by_key: dict[str, dict] = {}
     by_day: dict[str, dict] = {}

@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from generation.engine.credentials import account_credentials
 from generation.models import (
     Batch,
     Image,
@@ -42,7 +43,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="Credentials found")
     def credentials_configured(self, obj: ProviderAccount) -> bool:
-        return obj.resolve_credentials() is not None
+        return account_credentials(obj) is not None
 
 
 class RouteInline(admin.TabularInline):

@@ -7,18 +7,15 @@ broker only rings the doorbell (see generation/jobs.py for the status machine an
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 from django.db import models
 
-from generation.engine.providers.base import Credentials
 from tenants.ids import new_public_id
-from tenants.models import Tier
+from tenants.models import OrgScopedQuerySet, Tier
 
 
 def new_job_id() -> str:
@@ -94,36 +91,6 @@ class ProviderAccount(models.Model):
         env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
         return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
 
-    def resolve_credentials(self) -> Credentials | None:
-        """Read the secret now (so rotation needs no restart). None when it is not configured."""
-        if self.kind == self.Kind.SANDBOX:
-            return Credentials()
-        secret = _read_secret(self.credentials_ref)
-        if not secret:
-            return None
-        if secret.lstrip().startswith("{"):
-            try:
-                info = json.loads(secret)
-            except ValueError:
-                return None
-            return Credentials(service_account_info=info, project=self.project or info.get("project_id"))
-        return Credentials(api_key=secret.strip(), project=self.project or None)
-
-
-def _read_secret(ref: str) -> str | None:
-    scheme, _, value = ref.partition(":")
-    try:
-        if scheme == "env":
-            return os.environ.get(value) or None
-        if scheme == "envfile":
-            path = os.environ.get(value)
-            return Path(path).read_text() if path else None
-        if scheme == "file":
-            return Path(value).read_text()
-    except OSError:
-        return None
-    return None
-
 
 class UpstreamModel(models.Model):
     class Protocol(models.TextChoices):
@@ -190,11 +157,6 @@ class Route(models.Model):
 
 
 # --- Jobs -----------------------------------------------------------------------------------
-class JobQuerySet(models.QuerySet):
-    def for_org(self, organization) -> JobQuerySet:
-        return self.filter(organization=organization)
-
-
 class Job(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -255,7 +217,7 @@ class Job(models.Model):
     batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     custom_id = models.CharField(max_length=64, blank=True)
 
-    objects = JobQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
@@ -291,11 +253,6 @@ class Job(models.Model):
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
 
 
-class ImageQuerySet(models.QuerySet):
-    def for_org(self, organization) -> ImageQuerySet:
-        return self.filter(organization=organization)
-
-
 class Image(models.Model):
     public_id = models.CharField(max_length=40, unique=True, default=new_image_id, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
@@ -310,7 +267,7 @@ class Image(models.Model):
     filter_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ImageQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["job_id", "index"]
@@ -338,11 +295,6 @@ class RouteStatsMinute(models.Model):
 
 
 # --- Batches --------------------------------------------------------------------------------
-class BatchQuerySet(models.QuerySet):
-    def for_org(self, organization) -> BatchQuerySet:
-        return self.filter(organization=organization)
-
-
 class Batch(models.Model):
     """Up to 1,000 validated generation requests, turned into jobs by the feeder a few at a time.
 
@@ -352,11 +304,11 @@ class Batch(models.Model):
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "In progress"
-        CANCELLING = "cancelling", "Cancelling"
-        CANCELLED = "cancelled", "Cancelled"
+        CANCELING = "canceling", "Canceling"
+        CANCELED = "canceled", "Canceled"
         COMPLETED = "completed", "Completed"
 
-    TERMINAL = (Status.CANCELLED, Status.COMPLETED)
+    TERMINAL = (Status.CANCELED, Status.COMPLETED)
 
     public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
     organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="batches")
@@ -377,7 +329,7 @@ class Batch(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BatchQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]
@@ -411,11 +363,6 @@ class WebhookEndpoint(models.Model):
         return f"{self.organization_id}: {self.url or '(no url)'}"
 
 
-class WebhookDeliveryQuerySet(models.QuerySet):
-    def for_org(self, organization) -> WebhookDeliveryQuerySet:
-        return self.filter(organization=organization)
-
-
 class WebhookDelivery(models.Model):
     """One event to one URL. Claimed by a lease on `next_attempt_at` so only one sender holds it."""
 
@@ -438,7 +385,7 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = WebhookDeliveryQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-public_id"]

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from django.db.models import QuerySet
 from rest_framework.response import Response
 
 from tenants.errors import InvalidRequest
+
+
+class _HasPublicId(Protocol):
+    public_id: str
+
+
+T = TypeVar("T", bound=_HasPublicId)
 
 
 def page_limit(request, *, default: int = 20, maximum: int = 100) -> int:
@@ -30,7 +38,7 @@ def page_cursor(request, *, prefix: str, what: str = "an id") -> str | None:
     return cursor
 
 
-def page_response(items: Sequence, *, has_more: bool, render: Callable[[object], dict]) -> Response:
+def page_response(items: Sequence[T], *, has_more: bool, render: Callable[[T], dict]) -> Response:
     return Response(
         {
             "object": "list",

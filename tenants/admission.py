@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from tenants import errors
 from tenants.limits import RateLimitResult, rate_limit_hit
-from tenants.models import ApiKey
-from tenants.selectors import organization_limits
+from tenants.models import ApiKey, Organization
+from tenants.selectors import organization_limits, organization_payment_blocked
 
 
 def api_key_check_usable(*, api_key: ApiKey, now=None) -> None:
@@ -22,6 +22,16 @@ def api_key_check_usable(*, api_key: ApiKey, now=None) -> None:
         raise errors.InvalidApiKey("This API key was revoked.")
     if api_key.expires_at is not None and api_key.expires_at <= now:
         raise errors.InvalidApiKey("This API key has expired.")
+
+
+def generation_admit(*, organization: Organization, api_key: ApiKey) -> None:
+    """May this key generate now? Refuses suspended tenants and, for live keys, tenants blocked
+    for payment. `generation.jobs.services.job_submit` calls it for every job (API requests,
+    batch items, the playground), so no way in can skip it."""
+    if not organization.is_active:
+        raise errors.TenantSuspended()
+    if api_key.mode == ApiKey.Mode.LIVE and organization_payment_blocked(organization=organization):
+        raise errors.PaymentRequired()
 
 
 def request_admit(*, api_key: ApiKey, scope: str) -> RateLimitResult:
@@ -33,11 +43,8 @@ def request_admit(*, api_key: ApiKey, scope: str) -> RateLimitResult:
         raise errors.TenantSuspended()
     if scope not in api_key.scopes:
         raise errors.PermissionDenied(f"This API key does not have the '{scope}' scope.")
-    if scope == ApiKey.Scope.GENERATE and api_key.mode == ApiKey.Mode.LIVE:
-        from billing.selectors import live_generation_blocked  # billing depends on tenants
-
-        if live_generation_blocked(organization=organization):
-            raise errors.PaymentRequired()
+    if scope == ApiKey.Scope.GENERATE:
+        generation_admit(organization=organization, api_key=api_key)
     result = rate_limit_hit(
         key=f"org:{organization.public_id}",
         limit=organization_limits(organization=organization).requests_per_minute,

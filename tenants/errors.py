@@ -81,13 +81,6 @@ class Conflict(ImagegateError):
     default_message = "The request conflicts with the current state of the object."
 
 
-class IdempotencyConflict(ImagegateError):
-    status_code = 409
-    type = "idempotency_error"
-    code = "idempotency_conflict"
-    default_message = "This Idempotency-Key was already used with a different request body."
-
-
 class RateLimited(ImagegateError):
     status_code = 429
     type = "rate_limit_error"
@@ -102,32 +95,8 @@ class QuotaExceeded(ImagegateError):
     default_message = "The monthly image quota of this organization is used up."
 
 
-class UpstreamUnavailable(ImagegateError):
-    status_code = 503
-    type = "api_error"
-    code = "upstream_unavailable"
-    default_message = "No upstream route could serve this request right now. Retry later."
-
-
 class MethodNotAllowed(ImagegateError):
     status_code = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
     default_message = "This HTTP method is not allowed here."
-
-
-class UnknownModel(InvalidRequest):
-    """Still `invalid_request` on the native API; the compatibility APIs answer it as a 404 the way
-    OpenAI and Google do for a model they do not serve."""
-
-    default_message = "Unknown model."
-
-
-class ModelRetired(InvalidRequest):
-    code = "model_retired"
-    default_message = "This model was retired."
-
-
-class JobNotCancelable(Conflict):
-    code = "job_not_cancelable"
-    default_message = "This job already finished."

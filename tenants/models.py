@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Self
 
 from django.conf import settings
 from django.db import models
@@ -56,6 +57,14 @@ class Plan(models.Model):
         }[Tier(tier)]
 
 
+class OrgScopedQuerySet(models.QuerySet):
+    """Rows owned by one organization. Views and services read tenant-owned data only through
+    `for_org`, so another tenant's row is simply not found (a 404, never a 403)."""
+
+    def for_org(self, organization) -> Self:
+        return self.filter(organization=organization)
+
+
 class OrganizationQuerySet(models.QuerySet):
     def active(self) -> OrganizationQuerySet:
         return self.filter(status=Organization.Status.ACTIVE)
@@ -78,6 +87,9 @@ class Organization(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="organizations")
     created_at = models.DateTimeField(auto_now_add=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # Denormalized from billing (set through tenants.services.organization_payment_failed_set by
+    # billing's Stripe webhook handling): admission reads it without a billing query.
+    payment_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # Per-tenant overrides: null means "use the plan's value".
     monthly_images_override = models.PositiveIntegerField(null=True, blank=True)
@@ -127,11 +139,6 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization} ({self.role})"
 
 
-class ApiKeyQuerySet(models.QuerySet):
-    def for_org(self, organization: Organization) -> ApiKeyQuerySet:
-        return self.filter(organization=organization)
-
-
 class ApiKey(models.Model):
     """An API key. Only the SHA-256 of the whole key is stored; the key is shown once at creation."""
 
@@ -158,7 +165,7 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ApiKeyQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -211,11 +218,6 @@ class RateLimitCounter(models.Model):
         return f"{self.key}@{self.window_start}: {self.count}"
 
 
-class InvitationQuerySet(models.QuerySet):
-    def for_org(self, organization: Organization) -> InvitationQuerySet:
-        return self.filter(organization=organization)
-
-
 class Invitation(models.Model):
     """An e-mailed invitation to join an organization with a role. Like API keys, only the SHA-256
     of the token is stored; the token travels once, in the e-mail's link."""
@@ -236,7 +238,7 @@ class Invitation(models.Model):
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = InvitationQuerySet.as_manager()
+    objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

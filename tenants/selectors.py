@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from tenants.models import ApiKey, Organization, QuotaPeriod
@@ -30,6 +31,15 @@ def organization_limits(*, organization: Organization) -> EffectiveLimits:
         max_concurrent_jobs=pick(organization.max_concurrent_jobs_override, plan.max_concurrent_jobs),
         allowed_tiers=list(pick(organization.allowed_tiers_override, plan.allowed_tiers)),
     )
+
+
+def organization_payment_blocked(*, organization: Organization, now: datetime | None = None) -> bool:
+    """True once an invoice payment failed and the grace period passed without `invoice.paid`:
+    live generation answers 402 (test mode keeps working)."""
+    failed_at = organization.payment_failed_at
+    if failed_at is None:
+        return False
+    return (now or timezone.now()) >= failed_at + timedelta(days=settings.BILLING_GRACE_PERIOD_DAYS)
 
 
 def billing_period_start(now: datetime | None = None) -> date:

@@ -146,6 +146,12 @@ def organization_reactivate(*, organization: Organization) -> None:
     organization.refresh_from_db(fields=["status", "suspended_at"])
 
 
+def organization_payment_failed_set(*, organization_id: int, failed_at: datetime | None) -> None:
+    """Record when an invoice payment first failed (None once paid). Billing owns the truth
+    (BillingAccount); this copy lets admission refuse live generation without reading billing."""
+    Organization.objects.filter(pk=organization_id).update(payment_failed_at=failed_at)
+
+
 def organization_change_plan(*, organization: Organization, plan: Plan) -> None:
     Organization.objects.filter(pk=organization.pk).update(plan=plan)
     organization.refresh_from_db(fields=["plan"])

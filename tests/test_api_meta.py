@@ -69,3 +69,50 @@ def test_a_scope_is_mandatory():
 
         class Unscoped(OrganizationScopedAPIView):
             pass
+
+
+# HTML pages anyone may open, each with the reason; every other page sends an anonymous visitor to
+# log in. Walked from the URL resolver, so a new page is covered the day it is added.
+PUBLIC_PAGES: dict[str, str] = {
+    "django.contrib.auth.views.LoginView": "the log-in page itself",
+    "django.contrib.auth.views.LogoutView": "logging out",
+    "dashboard.views.signup": "sign-up",
+    "dashboard.views.invitation_accept": "authenticated by the invitation token (then asks to log in)",
+    "django.contrib.auth.views.PasswordResetView": "password reset",
+    "django.contrib.auth.views.PasswordResetDoneView": "password reset",
+    "django.contrib.auth.views.PasswordResetConfirmView": "authenticated by the reset token",
+    "django.contrib.auth.views.PasswordResetCompleteView": "password reset",
+}
+
+
+def _sample_url(route: str) -> str:
+    """A concrete URL for a route pattern: every converter gets a value that names nothing."""
+    import re
+
+    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda match: "none_0", route)
+
+
+@pytest.mark.django_db
+def test_every_html_page_requires_log_in_or_is_allowlisted(client):
+    offenders = []
+    seen = 0
+    for route, callback in _walk(get_resolver().url_patterns):
+        name = _name(callback)
+        if _is_api_route(route) or route.startswith("admin/") or name in PUBLIC_ALLOWLIST:
+            continue
+        view_class = getattr(callback, "cls", None)
+        if isinstance(view_class, type) and issubclass(view_class, APIView):
+            continue  # API views: the test above
+        if name in PUBLIC_PAGES:
+            continue
+        seen += 1
+        url = _sample_url(route)
+        response = client.get(url)
+        if response.status_code == 405:  # a POST-only action: log-in is checked for that method
+            response = client.post(url)
+        if response.status_code not in (302, 303) or not response["Location"].startswith("/login/"):
+            offenders.append(f"{url} -> {name}: {response.status_code}")
+    assert seen >= 20  # the dashboard and billing pages were found
+    assert offenders == [], "Pages must require log-in (or be listed in PUBLIC_PAGES):\n" + "\n".join(
+        offenders
+    )

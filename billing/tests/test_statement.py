@@ -7,6 +7,7 @@ from django.test import Client
 
 from billing.models import BillingAccount
 from billing.selectors import organization_invoice_preview, organization_statement
+from billing.services import billing_account_payment_failed_set
 from billing.tests.helpers import usage_record_create
 from tenants import services as tenant_services
 from tenants.models import Plan
@@ -119,12 +120,12 @@ def test_billing_page_offers_paid_plans_when_stripe_is_configured(alice, stripe_
 
 
 def test_billing_page_warns_during_grace_and_after(alice, clock, settings):
-    account = BillingAccount.objects.create(
-        organization=alice.organization, payment_failed_at=NOW - timedelta(days=1)
-    )
+    account = BillingAccount.objects.create(organization=alice.organization)
+    billing_account_payment_failed_set(account=account, failed_at=NOW - timedelta(days=1))
+    account.save()
     client = Client()
     client.force_login(alice.user)
     assert "A payment failed. Update your payment method before" in client.get("/billing/").content.decode()
-    account.payment_failed_at = NOW - timedelta(days=8)
+    billing_account_payment_failed_set(account=account, failed_at=NOW - timedelta(days=8))
     account.save()
     assert "live API keys answer 402" in client.get("/billing/").content.decode()

@@ -3,7 +3,7 @@ those rendered outside `dashboard_view` (billing, error pages). Resolved once pe
 
 from django import template
 
-from dashboard.access import dashboard_access
+from tenants.access import dashboard_access
 
 register = template.Library()
 

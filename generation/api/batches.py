@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from generation.api.serializers import (
+    BatchItemOutputSerializer,
+    BatchOutputSerializer,
+    GenerationCreateInputSerializer,
+    list_of,
+)
 from generation.batches.services import (
+    CUSTOM_ID_MAX,
     batch_cancel,
     batch_create,
     batch_get,
@@ -20,9 +28,11 @@ from generation.batches.services import (
     batch_results_lines,
 )
 from generation.documents import batch_document, batch_item_document
+from generation.jobs.services import request_plan
 from generation.pagination import page_cursor, page_limit, page_response
-from tenants.api import OrganizationScopedAPIView
-from tenants.errors import InvalidRequest
+from tenants.api import OrganizationScopedAPIView, as_imagegate_error
+from tenants.errors import ImagegateError, InvalidRequest
+from tenants.models import ApiKey, Organization
 from tenants.schema import ERRORS
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
@@ -41,20 +51,9 @@ class BatchCreateInputSerializer(serializers.Serializer):
     webhook_url = serializers.URLField(required=False)
 
 
-BATCH = inline_serializer(
-    "Batch",
-    {
-        "id": serializers.CharField(),
-        "object": serializers.CharField(),
-        "status": serializers.CharField(),
-        "counts": serializers.DictField(child=serializers.IntegerField()),
-        "webhook_url": serializers.CharField(allow_null=True),
-        "created_at": serializers.DateTimeField(),
-        "started_at": serializers.DateTimeField(allow_null=True),
-        "cancelled_at": serializers.DateTimeField(allow_null=True),
-        "finished_at": serializers.DateTimeField(allow_null=True),
-    },
-)
+BATCH = BatchOutputSerializer
+BATCH_LIST = list_of("BatchList", BatchOutputSerializer(many=True))
+BATCH_ITEMS = list_of("BatchItemList", BatchItemOutputSerializer(many=True))
 
 
 def _batch_input(request) -> tuple[object, str | None]:
@@ -88,6 +87,46 @@ def _batch_input(request) -> tuple[object, str | None]:
     return data.get("requests"), data.get("webhook_url")
 
 
+def batch_items_validate(*, organization: Organization, api_key: ApiKey, items: object) -> list[dict]:
+    """Validate every item as POST /v1/generations would; returns [{"custom_id", "body"}] with the
+    validated bodies. The first invalid item raises InvalidRequest naming it (line = index + 1)."""
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("requests must be a non-empty list.", param="requests")
+    if len(items) > settings.BATCH_MAX_REQUESTS:
+        raise InvalidRequest(
+            f"A batch holds at most {settings.BATCH_MAX_REQUESTS} requests, got {len(items)}.",
+            param="requests",
+        )
+    seen: set[str] = set()
+    validated = []
+    for index, item in enumerate(items):
+        where = f"requests[{index}]"
+        label = f"Request {index + 1} (line {index + 1})"
+        if not isinstance(item, dict) or set(item) - {"custom_id", "body"}:
+            raise InvalidRequest(f"{label} must be an object with custom_id and body only.", param=where)
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= CUSTOM_ID_MAX:
+            raise InvalidRequest(
+                f"{label}: custom_id must be a string of 1-{CUSTOM_ID_MAX} characters.",
+                param=f"{where}.custom_id",
+            )
+        if custom_id in seen:
+            raise InvalidRequest(f"{label}: duplicate custom_id {custom_id!r}.", param=f"{where}.custom_id")
+        seen.add(custom_id)
+        serializer = GenerationCreateInputSerializer(data=item.get("body"))
+        try:
+            serializer.is_valid(raise_exception=True)
+            request_plan(organization=organization, api_key=api_key, request=serializer.to_request())
+        except (serializers.ValidationError, ImagegateError) as exc:
+            error = as_imagegate_error(exc)
+            assert error is not None
+            param = f"{where}.body.{error.param}" if error.param else f"{where}.body"
+            raise InvalidRequest(f"{label} (custom_id {custom_id!r}): {error.message}", param=param) from None
+        body = {key: value for key, value in serializer.validated_data.items() if value is not None}
+        validated.append({"custom_id": custom_id, "body": body})
+    return validated
+
+
 class BatchListCreateView(OrganizationScopedAPIView):
     """POST: up to 1,000 generation requests as one batch (JSON, or JSONL body/upload).
     GET: this organization's batches, newest first."""
@@ -102,6 +141,7 @@ class BatchListCreateView(OrganizationScopedAPIView):
     )
     def post(self, request):
         items, webhook_url = _batch_input(request)
+        items = batch_items_validate(organization=self.organization, api_key=self.api_key, items=items)
         batch = batch_create(
             organization=self.organization, api_key=self.api_key, items=items, webhook_url=webhook_url
         )
@@ -111,7 +151,7 @@ class BatchListCreateView(OrganizationScopedAPIView):
         )
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: BATCH_LIST, **ERRORS},
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-100")],
         operation_id="batches_list",
     )
@@ -136,7 +176,7 @@ class BatchItemsView(OrganizationScopedAPIView):
     required_scope = "read"
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: BATCH_ITEMS, **ERRORS},
         parameters=[
             OpenApiParameter("cursor", int, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-200, default 50"),

@@ -25,15 +25,23 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework import serializers as drf_serializers
 
 from generation import events
 from generation.documents import batch_document, batch_item_document, job_document
-from generation.jobs.services import GenerationRequest, job_cancel, job_submit, request_plan
+from generation.errors import JobNotCancelable
+from generation.jobs.services import GenerationRequest, job_cancel, job_submit
 from generation.models import Batch, Job
 from generation.pagination import newest_first_page
-from tenants.api import as_imagegate_error
-from tenants.errors import Conflict, ImagegateError, InvalidRequest, JobNotCancelable, NotFound, RateLimited
+from tenants.admission import generation_admit
+from tenants.errors import (
+    Conflict,
+    ImagegateError,
+    InvalidRequest,
+    NotFound,
+    PaymentRequired,
+    RateLimited,
+    TenantSuspended,
+)
 from tenants.models import ApiKey, Organization
 from tenants.selectors import organization_limits
 
@@ -58,66 +66,24 @@ def batch_items_parse_jsonl(*, text: str) -> list:
     return items
 
 
-def batch_items_validate(*, organization: Organization, api_key: ApiKey, items: object) -> list[dict]:
-    """Validate every item as POST /v1/generations would; returns [{"custom_id", "body"}] with the
-    validated bodies. The first invalid item raises InvalidRequest naming it (line = index + 1)."""
-    from generation.api.serializers import GenerationCreateInputSerializer
-
-    if not isinstance(items, list) or not items:
-        raise InvalidRequest("requests must be a non-empty list.", param="requests")
-    if len(items) > settings.BATCH_MAX_REQUESTS:
-        raise InvalidRequest(
-            f"A batch holds at most {settings.BATCH_MAX_REQUESTS} requests, got {len(items)}.",
-            param="requests",
-        )
-    seen: set[str] = set()
-    validated = []
-    for index, item in enumerate(items):
-        where = f"requests[{index}]"
-        label = f"Request {index + 1} (line {index + 1})"
-        if not isinstance(item, dict) or set(item) - {"custom_id", "body"}:
-            raise InvalidRequest(f"{label} must be an object with custom_id and body only.", param=where)
-        custom_id = item.get("custom_id")
-        if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= CUSTOM_ID_MAX:
-            raise InvalidRequest(
-                f"{label}: custom_id must be a string of 1-{CUSTOM_ID_MAX} characters.",
-                param=f"{where}.custom_id",
-            )
-        if custom_id in seen:
-            raise InvalidRequest(f"{label}: duplicate custom_id {custom_id!r}.", param=f"{where}.custom_id")
-        seen.add(custom_id)
-        serializer = GenerationCreateInputSerializer(data=item.get("body"))
-        try:
-            serializer.is_valid(raise_exception=True)
-            request_plan(organization=organization, api_key=api_key, request=serializer.to_request())
-        except (drf_serializers.ValidationError, ImagegateError) as exc:
-            error = as_imagegate_error(exc)
-            assert error is not None
-            param = f"{where}.body.{error.param}" if error.param else f"{where}.body"
-            raise InvalidRequest(f"{label} (custom_id {custom_id!r}): {error.message}", param=param) from None
-        body = {key: value for key, value in serializer.validated_data.items() if value is not None}
-        validated.append({"custom_id": custom_id, "body": body})
-    return validated
-
-
 # --- Create, cancel ---------------------------------------------------------------------------
 def batch_create(
-    *, organization: Organization, api_key: ApiKey, items: object, webhook_url: str | None = None
+    *, organization: Organization, api_key: ApiKey, items: list[dict], webhook_url: str | None = None
 ) -> Batch:
-    """Validate everything, store the batch, start feeding it after commit."""
+    """Store a batch of validated items (generation/api/batches.py validates each one as POST
+    /v1/generations would, before this is called) and start feeding it after commit."""
     from generation.engine.outbound import outbound_url_check
 
     if webhook_url is not None:
         if not isinstance(webhook_url, str):
             raise InvalidRequest("webhook_url must be a string.", param="webhook_url")
         outbound_url_check(url=webhook_url, param="webhook_url")
-    validated = batch_items_validate(organization=organization, api_key=api_key, items=items)
     with transaction.atomic():
         batch = Batch.objects.create(
             organization=organization,
             api_key=api_key,
-            requests=validated,
-            total=len(validated),
+            requests=items,
+            total=len(items),
             webhook_url=webhook_url or "",
         )
         transaction.on_commit(partial(batch_feed, batch_pk=batch.pk))
@@ -142,7 +108,7 @@ def batch_cancel(*, organization: Organization, public_id: str) -> Batch:
     """Stop feeding, cancel the queued items; running ones finish (and are billed) normally."""
     batch = batch_get(organization=organization, public_id=public_id)
     updated = Batch.objects.filter(pk=batch.pk, status=Batch.Status.IN_PROGRESS).update(
-        status=Batch.Status.CANCELLING, cancelled_at=timezone.now()
+        status=Batch.Status.CANCELING, cancelled_at=timezone.now()
     )
     if not updated:
         raise Conflict(f"Batch {public_id} is already {batch.status}.")
@@ -192,12 +158,14 @@ def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError
 
 def _feeding_paused(batch: Batch) -> bool:
     """A suspended organization (or a live one blocked for payment) gets no new jobs; its pending
-    items wait, and resume when it is reinstated."""
-    from billing.selectors import live_generation_blocked
-
-    if not batch.organization.is_active or batch.api_key is None:
+    items wait, and resume when it is reinstated (job_submit would refuse them anyway)."""
+    if batch.api_key is None:
         return True
-    return batch.api_key.mode == ApiKey.Mode.LIVE and live_generation_blocked(organization=batch.organization)
+    try:
+        generation_admit(organization=batch.organization, api_key=batch.api_key)
+    except (TenantSuspended, PaymentRequired):
+        return True
+    return False
 
 
 def _batch_item(batch_pk: int, index: int) -> dict:
@@ -271,7 +239,7 @@ def batch_complete_if_done(*, batch_pk: int) -> bool:
         return False
     if Job.objects.filter(batch_id=batch_pk, status__in=ACTIVE).exists():
         return False
-    final = Batch.Status.COMPLETED if batch.status == Batch.Status.IN_PROGRESS else Batch.Status.CANCELLED
+    final = Batch.Status.COMPLETED if batch.status == Batch.Status.IN_PROGRESS else Batch.Status.CANCELED
     with transaction.atomic():
         if not Batch.objects.filter(pk=batch_pk, status=batch.status).update(
             status=final, finished_at=timezone.now()
@@ -302,7 +270,7 @@ def batch_feed_all() -> int:
     """The feeder's periodic pass (every worker's runner): tops up every open batch and completes
     the finished ones; this is what re-drives a batch whose feeder died."""
     pks = list(
-        Batch.objects.filter(status__in=[Batch.Status.IN_PROGRESS, Batch.Status.CANCELLING])
+        Batch.objects.filter(status__in=[Batch.Status.IN_PROGRESS, Batch.Status.CANCELING])
         .order_by("pk")
         .values_list("pk", flat=True)[:200]
     )

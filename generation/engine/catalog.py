@@ -15,10 +15,12 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from generation.engine.credentials import account_credentials
 from generation.engine.providers.base import Credentials, Target
+from generation.errors import ModelRetired, UnknownModel
 from generation.models import ProviderAccount, Route, UpstreamModel
 from generation.params import GenerationParams
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied, UnknownModel
+from tenants.errors import InvalidRequest, PermissionDenied
 from tenants.models import Tier
 
 CATALOG_TTL_SECONDS = 5.0
@@ -35,7 +37,7 @@ TIER_ALIASES = {
 }
 
 # Where a saturated or failing tier may be served from, when the tenant's policy allows it.
-FALLBACK_TIERS = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
+FALLBACK_TIERS: dict[str, list[str]] = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
 
 # Request parameters checked against route capabilities, in the order errors are reported.
 _OPTIONAL_FEATURES = ("seed", "negative_prompt")
@@ -138,7 +140,7 @@ def build_snapshot() -> CatalogSnapshot:
     )
     for route in queryset:
         account, model = route.account, route.model
-        credentials = account.resolve_credentials()
+        credentials = account_credentials(account)
         protocol = "sandbox" if account.kind == ProviderAccount.Kind.SANDBOX else model.protocol
         caps = _effective_capabilities(model, account.kind)
         target = Target(
@@ -278,7 +280,7 @@ def route_plan(
         fallback_tiers: list[str] = []  # a pinned model is never swapped for another tier's model
     else:
         routes = [r for r in snapshot.routes if r.tier == tier]
-        fallback_tiers = FALLBACK_TIERS.get(tier, []) if fallback_policy != "deny" else []
+        fallback_tiers = FALLBACK_TIERS.get(tier or "", []) if fallback_policy != "deny" else []
 
     if tier not in allowed_tiers:
         raise PermissionDenied(

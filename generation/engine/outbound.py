@@ -23,7 +23,7 @@ from tenants.errors import InvalidRequest
 
 def _system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # DNS is the network edge: tests swap this for a function returning chosen addresses.

@@ -32,8 +32,9 @@ def image_dimensions(data: bytes) -> tuple[int, int]:
 
 def image_transcode(data: bytes, *, output_format: str, quality: int | None) -> bytes:
     """Re-encode when the upstream could not emit the requested format (e.g. webp)."""
-    with PILImage.open(io.BytesIO(data)) as img:
+    with PILImage.open(io.BytesIO(data)) as opened:
         out = io.BytesIO()
+        img: PILImage.Image = opened
         if output_format == "jpeg" and img.mode not in ("RGB", "L"):
             img = img.convert("RGB")
         options = {"quality": quality or 90} if output_format in ("jpeg", "webp") else {"compress_level": 6}
@@ -57,7 +58,7 @@ def _signature(public_id: str, expires: int) -> str:
 
 def image_url(*, public_id: str, storage_path: str, ttl_seconds: int, now: float | None = None) -> str:
     if hasattr(default_storage, "bucket_name"):  # S3-compatible: the store signs its own URL
-        return default_storage.url(storage_path, expire=ttl_seconds)
+        return default_storage.url(storage_path, expire=ttl_seconds)  # type: ignore[call-arg]  # S3Storage.url
     expires = int((now or time.time()) + ttl_seconds)
     ext = storage_path.rsplit(".", 1)[-1]
     signature = _signature(public_id, expires)

@@ -40,9 +40,11 @@ from generation.engine.catalog import RoutePlan, route_plan
 from generation.engine.providers.base import UpstreamBadRequest
 from generation.engine.router import Outcome
 from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
+from generation.errors import IdempotencyConflict, JobNotCancelable
 from generation.models import Batch, Image, Job
 from generation.params import GenerationParams
-from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound
+from tenants.admission import generation_admit
+from tenants.errors import NotFound
 from tenants.ids import new_public_id
 from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
 from tenants.models import ApiKey, Organization
@@ -113,10 +115,12 @@ def job_submit(
     batch: Batch | None = None,
     custom_id: str = "",
 ) -> tuple[Job, bool]:
-    """Validate against the routes, reserve quota and concurrency, insert the job, ring the
-    doorbell on commit. Returns (job, created); an idempotent replay returns the original job.
+    """Admit (active tenant, payment state), validate against the routes, reserve quota and
+    concurrency, insert the job, ring the doorbell on commit. Returns (job, created); an
+    idempotent replay returns the original job.
     `public_id` lets a caller register interest in the job before it exists (see JobWaiter).
     `batch`/`custom_id` mark a batch item (unique per batch: an item is never submitted twice)."""
+    generation_admit(organization=organization, api_key=api_key)
     request_hash = request.fingerprint()
     if idempotency_key:
         existing = _idempotent_match(organization, idempotency_key, request_hash)
@@ -374,17 +378,19 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
     stored: list[DeliveredImage] = []
     for index, routed in enumerate(outcome.images[: job.count]):
         image, route = routed.image, routed.route
-        common = {
-            "index": index,
-            "public_id": new_public_id("img"),
-            "served_tier": route.tier,
-            "model": route.model_id,
-            "route": route.label,
-            "is_sandbox": route.is_sandbox,
-        }
+        public_id = new_public_id("img")
+        common = partial(
+            DeliveredImage,
+            index=index,
+            public_id=public_id,
+            served_tier=route.tier,
+            model=route.model_id,
+            route=route.label,
+            is_sandbox=route.is_sandbox,
+        )
         if image.filtered or not image.data:
             stored.append(
-                DeliveredImage(
+                common(
                     storage_path="",
                     width=None,
                     height=None,
@@ -392,7 +398,6 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
                     size_bytes=0,
                     filtered=True,
                     filter_reason=image.filter_reason or "filtered by the upstream safety system",
-                    **common,
                 )
             )
             continue
@@ -400,9 +405,9 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
         if mime != MIME_TYPES[wanted]:
             data, mime = image_transcode(data, output_format=wanted, quality=quality), MIME_TYPES[wanted]
         width, height = image_dimensions(data)
-        path = image_store(path_prefix=prefix, image_public_id=common["public_id"], data=data, mime_type=mime)
+        path = image_store(path_prefix=prefix, image_public_id=public_id, data=data, mime_type=mime)
         stored.append(
-            DeliveredImage(
+            common(
                 storage_path=path,
                 width=width,
                 height=height,
@@ -410,7 +415,6 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
                 size_bytes=len(data),
                 filtered=False,
                 filter_reason="",
-                **common,
             )
         )
     return stored

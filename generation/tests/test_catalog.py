@@ -1,9 +1,11 @@
 import pytest
 
 from generation.engine.catalog import catalog_invalidate, route_plan
+from generation.engine.credentials import account_credentials
+from generation.errors import ModelRetired
 from generation.models import ProviderAccount, UpstreamModel
 from generation.params import GenerationParams
-from tenants.errors import InvalidRequest, ModelRetired, PermissionDenied
+from tenants.errors import InvalidRequest, PermissionDenied
 
 ALL = ["fast", "standard", "ultra"]
 
@@ -142,7 +144,7 @@ def test_vertex_credentials_from_a_secret_file(pro_plan, tmp_path, monkeypatch):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     catalog_invalidate()
     vertex = ProviderAccount.objects.get(name="vertex-global")
-    credentials = vertex.resolve_credentials()
+    credentials = account_credentials(vertex)
     assert credentials.service_account_info["client_email"] == "x@y"
     assert credentials.project == "proj-1"
     labels = [r.label for r in plan(tier="fast").primary]

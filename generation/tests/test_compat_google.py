@@ -120,10 +120,11 @@ def test_blocked_payment_is_403_permission_denied(alice):
     from django.utils import timezone
 
     from billing.models import BillingAccount
+    from billing.services import billing_account_payment_failed_set
 
-    BillingAccount.objects.create(
-        organization=alice.organization, payment_failed_at=timezone.now() - timedelta(days=30)
-    )
+    account = BillingAccount.objects.create(organization=alice.organization)
+    billing_account_payment_failed_set(account=account, failed_at=timezone.now() - timedelta(days=30))
+    account.save()
     error = assert_google_error(predict(alice, prompt_body(), live=True), 403, "PERMISSION_DENIED")
     assert error["details"][0]["reason"] == "PAYMENT_REQUIRED"
 

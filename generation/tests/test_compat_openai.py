@@ -146,10 +146,11 @@ def test_blocked_payment_is_403_that_must_not_be_retried(alice):
     from django.utils import timezone
 
     from billing.models import BillingAccount
+    from billing.services import billing_account_payment_failed_set
 
-    BillingAccount.objects.create(
-        organization=alice.organization, payment_failed_at=timezone.now() - timedelta(days=30)
-    )
+    account = BillingAccount.objects.create(organization=alice.organization)
+    billing_account_payment_failed_set(account=account, failed_at=timezone.now() - timedelta(days=30))
+    account.save()
     assert_openai_error(post(alice, {"prompt": "x"}), 403, "payment_required", retry="false")
     assert post(alice, {"prompt": "x"}, live=False).status_code != 403  # test keys keep working
 

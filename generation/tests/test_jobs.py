@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import UsageRecord
+from generation.errors import IdempotencyConflict, JobNotCancelable
 from generation.jobs.services import (
     DeliveredImage,
     GenerationRequest,
@@ -19,7 +20,7 @@ from generation.jobs.services import (
     job_succeed,
 )
 from generation.models import Image, Job
-from tenants.errors import IdempotencyConflict, JobNotCancelable, NotFound, QuotaExceeded, RateLimited
+from tenants.errors import NotFound, QuotaExceeded, RateLimited
 from tenants.models import Organization, QuotaPeriod
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from rest_framework.response import Response
 
+from generation import errors as generation_errors
 from tenants import errors
 from tenants.errors import ImagegateError
 
@@ -30,7 +31,7 @@ NOT_RETRYABLE_CODES = frozenset(
 _JOB_FAILURES: dict[str, type[ImagegateError]] = {
     "upstream_rejected": errors.InvalidRequest,
     "invalid_request": errors.InvalidRequest,
-    "model_retired": errors.ModelRetired,
+    "model_retired": generation_errors.ModelRetired,
     "permission_denied": errors.PermissionDenied,
 }
 
@@ -71,7 +72,7 @@ def job_failure_error(document: dict) -> ImagegateError:
     if document["status"] == "canceled":
         return errors.Conflict("The generation was canceled before it finished.")
     error = document["error"] or {"code": "upstream_unavailable", "message": ""}
-    error_class = _JOB_FAILURES.get(error["code"], errors.UpstreamUnavailable)
+    error_class = _JOB_FAILURES.get(error["code"], generation_errors.UpstreamUnavailable)
     return error_class(error["message"] or None)
 
 
@@ -89,7 +90,7 @@ def with_param_names(error: ImagegateError, names: dict[str, str]) -> ImagegateE
 
 
 def _openai_status(error: ImagegateError) -> int:
-    if isinstance(error, errors.UnknownModel | errors.ModelRetired):
+    if isinstance(error, generation_errors.UnknownModel | generation_errors.ModelRetired):
         return 404
     if isinstance(error, errors.PaymentRequired):
         return 403  # 402 is not one of the statuses the openai SDK maps to an exception class
@@ -113,7 +114,7 @@ def render_openai_error(error: ImagegateError) -> Response:
 
 
 def _google_status(error: ImagegateError) -> int:
-    if isinstance(error, errors.UnknownModel | errors.ModelRetired):
+    if isinstance(error, generation_errors.UnknownModel | generation_errors.ModelRetired):
         return 404  # what Google answers for a model it does not (or no longer) serve
     if isinstance(error, errors.PaymentRequired):
         return 403

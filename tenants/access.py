@@ -1,8 +1,9 @@
-"""Which organization a dashboard request acts on, and what the user may do there.
+"""Which organization a logged-in page (dashboard, billing) acts on, and what the user may do there.
 
-The current organization is stored in the session (the switcher) and is only ever used through the
-user's membership: a page can never act on an organization the user does not belong to. Owners and
-admins manage keys, billing and settings; members use the playground and read jobs and usage.
+The current organization is stored in the session (the switcher), or named by a form field, and is
+only ever used through the user's membership: a page can never act on an organization the user
+does not belong to (naming one is a 404). Owners and admins manage keys, billing and settings;
+members use the playground and read jobs and usage.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import render
 
 from tenants.models import Membership, Organization
@@ -30,8 +32,9 @@ class DashboardAccess:
         return self.role in MANAGER_ROLES
 
 
-def dashboard_access(request) -> DashboardAccess | None:
-    """One query: the user's memberships with their organizations and plans."""
+def dashboard_access(request, *, organization_id: str | None = None) -> DashboardAccess | None:
+    """One query: the user's memberships with their organizations and plans. `organization_id`
+    (a form field) picks one of them explicitly: 404 when it is not one of the user's."""
     memberships = list(
         Membership.objects.filter(user=request.user)
         .select_related("organization__plan")
@@ -39,6 +42,11 @@ def dashboard_access(request) -> DashboardAccess | None:
     )
     if not memberships:
         return None
+    if organization_id:
+        current = next((m for m in memberships if m.organization.public_id == organization_id), None)
+        if current is None:
+            raise Http404("No such organization.")
+        return DashboardAccess(organization=current.organization, role=current.role, memberships=memberships)
     wanted = request.session.get(SESSION_ORGANIZATION)
     current = next((m for m in memberships if m.organization.public_id == wanted), memberships[0])
     return DashboardAccess(organization=current.organization, role=current.role, memberships=memberships)

@@ -1,0 +1,38 @@
+"""Errors of the generation domain, on the one hierarchy in tenants.errors (the exception handler
+renders every ImagegateError in the documented shape). `code` values are public: never rename one.
+"""
+
+from __future__ import annotations
+
+from tenants.errors import Conflict, ImagegateError, InvalidRequest
+
+
+class IdempotencyConflict(ImagegateError):
+    status_code = 409
+    type = "idempotency_error"
+    code = "idempotency_conflict"
+    default_message = "This Idempotency-Key was already used with a different request body."
+
+
+class UpstreamUnavailable(ImagegateError):
+    status_code = 503
+    type = "api_error"
+    code = "upstream_unavailable"
+    default_message = "No upstream route could serve this request right now. Retry later."
+
+
+class UnknownModel(InvalidRequest):
+    """Still `invalid_request` on the native API; the compatibility APIs answer it as a 404 the way
+    OpenAI and Google do for a model they do not serve."""
+
+    default_message = "Unknown model."
+
+
+class ModelRetired(InvalidRequest):
+    code = "model_retired"
+    default_message = "This model was retired."
+
+
+class JobNotCancelable(Conflict):
+    code = "job_not_cancelable"
+    default_message = "This job already finished."
