@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Local development defaults; production sets its own environment (see README).
 export DEBUG ?= 1
 
-.PHONY: install run test lint format bench migrate wheel-check
+.PHONY: install run test lint format bench migrate wheel-check chaos chaos-short
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,10 @@ bench: $(STAMP)
 wheel-check: $(STAMP)
 	rm -rf var/wheel build && $(BIN)/python -m pip wheel --quiet --no-deps -w var/wheel .
 	$(BIN)/python -c "import sys, zipfile, glob; names = zipfile.ZipFile(glob.glob('var/wheel/*.whl')[0]).namelist(); bad = [n for n in names if n.startswith(('fakes/', 'tests/')) or 'fake' in n.split('/')[-1]]; print(len(names), 'files in the wheel;', 'fakes/tests:', bad or 'none'); sys.exit(1 if bad else 0)"
+
+# Fault injection on the production profile with a private PostgreSQL and Redis (tests/chaos/).
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+
+chaos-short: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --short $(CHAOS_ARGS)

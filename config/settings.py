@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.MetricsMiddleware",
     "config.middleware.RequestIdMiddleware",
     "config.middleware.JsonGZipMiddleware",  # JSON only, never base64 image payloads (see its docstring)
     "django.middleware.security.SecurityMiddleware",
@@ -81,13 +82,23 @@ IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
     # Django's native psycopg pool: threads borrow a connection and give it back when Django closes
     # it (end of request, or before a request parks to wait for its job), so 100+ waiting requests
-    # need only a handful of PostgreSQL connections. Requires CONN_MAX_AGE = 0.
+    # need only a handful of PostgreSQL connections. Requires CONN_MAX_AGE = 0. With
+    # conn_health_checks (above) Django makes the pool check each connection as it is borrowed, so
+    # after a PostgreSQL restart dead connections are dropped instead of failing requests.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env_int("DB_POOL_MAX_SIZE", 16, minimum=2),
-        "timeout": 10,
+        # A request waits at most this long for a connection, then answers 503 (not a 500).
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 3.0),
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # No statement runs forever (a hung query would hold a lease, a pool slot and a request).
+    DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=0)
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} -c lock_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    )
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT_SECONDS", 3))
 if IS_SQLITE:
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so two writers queue on `timeout` instead of
@@ -104,8 +115,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL", "")
 # Namespace of every key we write to Redis, so several deployments (or test runs) can share one.
 REDIS_PREFIX = env_str("REDIS_PREFIX", "imagegate")
+# Redis is an accelerator (see config/redis_client.py): a call that takes longer than this fails and
+# switches the process to its database/local fallbacks for REDIS_RETRY_SECONDS, then Redis is probed.
+REDIS_SOCKET_TIMEOUT_SECONDS = env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 0.5)
+REDIS_RETRY_SECONDS = env_float("REDIS_RETRY_SECONDS", 2.0)
+# While Redis is down each worker process enforces 1/N of every upstream account limit locally;
+# set N to at least the number of worker processes across machines (default: this machine's).
+UPSTREAM_LIMIT_DEGRADED_PROCESSES = env_int(
+    "UPSTREAM_LIMIT_DEGRADED_PROCESSES", env_int("Q_WORKERS", 2, minimum=1), minimum=1
+)
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS, "socket_connect_timeout": 0.5},
+        }
+    }
 else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "imagegate_cache"}
@@ -146,7 +172,7 @@ LOGOUT_REDIRECT_URL = "login"
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
@@ -215,6 +241,12 @@ SPECTACULAR_SETTINGS = {
 }
 # `last_used_at` is written at most this often per key, to keep the hot path free of writes.
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60
+# Retry-After of the 503 a client gets while the database or Redis is failing under its request.
+SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS", 2, minimum=1)
+# /readyz fails only after the database has failed this long without a success (no flap on a blip).
+READINESS_GRACE_SECONDS = env_float("READINESS_GRACE_SECONDS", 10.0)
+# /metrics answers these client addresses (plus 127.0.0.1 and ::1); everyone else gets a 404.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
 # Fallback window for the per-organization request limit.
 RATE_LIMIT_WINDOW_SECONDS = 60
 
@@ -264,8 +296,22 @@ GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=
 # round trips, not CPU: at 128 clients on a loaded 2-core machine, 8 threads carried 21 images/s
 # where 4 carried 15 (tests/bench/run.py).
 GENERATION_RUNNER_DB_THREADS = env_int("GENERATION_RUNNER_DB_THREADS", 8, minimum=1)
+# The runner claims due jobs from the database itself (SELECT ... FOR UPDATE SKIP LOCKED) at least
+# this often, and at once when the Redis doorbell rings; django-q2 is only a doorbell.
+GENERATION_RUNNER_POLL_SECONDS = env_float("GENERATION_RUNNER_POLL_SECONDS", 1.0)
+# Hard wall-clock limit of one execution attempt; past it the runner stops renewing the job's lease.
+GENERATION_JOB_WALL_SECONDS = env_int("GENERATION_JOB_WALL_SECONDS", 240, minimum=5)
+# Runners write a heartbeat file here; `manage.py worker_health` (liveness) reads them.
+GENERATION_HEARTBEAT_DIR = Path(env_str("GENERATION_HEARTBEAT_DIR", str(VAR_DIR / "heartbeats")))
+# worker_health fails when no runner on this machine beat for this long, or when a claimable job has
+# waited this long while no runner here claimed anything.
+WORKER_HEALTH_STALE_SECONDS = env_int("WORKER_HEALTH_STALE_SECONDS", 30, minimum=2)
 # Run the doorbell in the submitting process instead of through django-q2 (tests, debugging).
 GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
+# Requests parked waiting for their job (`?wait=`, compat APIs) per web process, and per organization
+# in one process; past it `?wait=` answers 202 at once and the compat APIs answer 429 + Retry-After.
+WAIT_MAX_PARKED_PER_PROCESS = env_int("WAIT_MAX_PARKED_PER_PROCESS", 24, minimum=1)
+WAIT_MAX_PARKED_PER_ORGANIZATION = env_int("WAIT_MAX_PARKED_PER_ORGANIZATION", 8, minimum=1)
 # How long an OpenAI/Google-compatible request waits for its job before answering 504 (the job
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
@@ -281,8 +327,14 @@ BATCH_FEED_INTERVAL_SECONDS = env_float("BATCH_FEED_INTERVAL_SECONDS", 1.0)
 # Tests only: allow http:// and loopback/private webhook URLs (SSRF protection off).
 WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
-# Threads per process sending webhooks (a slow receiver holds one for up to the timeout).
+# Threads per process sending webhooks (a slow receiver holds one for up to the deadline).
 WEBHOOK_SENDER_THREADS = env_int("WEBHOOK_SENDER_THREADS", 4, minimum=1)
+# Hard wall-clock limit of one attempt (httpx's timeout is per socket read: a receiver trickling a
+# byte every 9 s would never trip it), sender threads one organization may hold per process, and
+# deliveries queued per process for the sender threads (beyond it they wait for the re-drive).
+WEBHOOK_DEADLINE_SECONDS = env_float("WEBHOOK_DEADLINE_SECONDS", 15.0)
+WEBHOOK_MAX_CONCURRENT_PER_ORGANIZATION = env_int("WEBHOOK_MAX_CONCURRENT_PER_ORGANIZATION", 2, minimum=1)
+WEBHOOK_QUEUE_MAX = env_int("WEBHOOK_QUEUE_MAX", 1000, minimum=1)
 # Retries stop (delivery failed) once the first attempt is older than this.
 WEBHOOK_RETRY_WINDOW_SECONDS = env_int("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, minimum=60)
 

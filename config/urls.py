@@ -6,12 +6,15 @@ from billing.views import UsageView
 from config import views
 from dashboard.forms import ThrottledAuthenticationForm
 from generation.api import views as generation_views
+from generation.api.metrics import metrics
 
 handler404 = "config.views.not_found"
 handler500 = "config.views.error"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path(
         "login/",

@@ -1,33 +1,67 @@
 """Platform endpoints that are not part of any tenant's API: health and JSON error pages."""
 
+import sys
+import time
+
+from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found, server_error
 
-from config.redis_client import get_redis
+from config.outages import SERVICE_UNAVAILABLE, is_dependency_outage
+from config.redis_client import get_redis, redis_degraded
 
 API_PREFIXES = ("/v1/", "/v1beta/", "/v1beta1/")
 
 
+class _DatabaseReadiness:
+    """Readiness must not flap on a blip: the database is 'down' for readiness only after it has
+    failed for READINESS_GRACE_SECONDS with no success in between. Redis never fails readiness
+    (every Redis user has a fallback); it is reported as degraded."""
+
+    def __init__(self) -> None:
+        self.failing_since = 0.0
+
+    def check(self) -> tuple[str, bool]:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - report, do not raise
+            now = time.monotonic()
+            self.failing_since = self.failing_since or now
+            return f"error: {type(exc).__name__}", now - self.failing_since < settings.READINESS_GRACE_SECONDS
+        self.failing_since = 0.0
+        return "ok", True
+
+
+_database = _DatabaseReadiness()
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Readiness (load balancers, the k8s readinessProbe): 503 only when the database has been
+    unreachable for longer than the grace period. A Redis outage is reported, never fatal."""
     checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report, do not raise
-        checks["database"] = f"error: {type(exc).__name__}"
+    checks["database"], ready = _database.check()
     client = get_redis()
     if client is not None:
-        try:
-            client.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["redis"] = f"error: {type(exc).__name__}"
+        if redis_degraded():
+            checks["redis"] = "degraded"
+        else:
+            try:
+                client.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                checks["redis"] = f"degraded: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(
-        {"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503
+        {"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if ready else 503
     )
+
+
+def livez(request: HttpRequest) -> JsonResponse:
+    """Liveness of a web process: it answers. No dependency is checked (restarting a web process
+    cures neither a database nor a Redis outage)."""
+    return JsonResponse({"status": "ok"})
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -51,6 +85,17 @@ def not_found(request: HttpRequest, exception=None):
 
 
 def error(request: HttpRequest):
+    """handler500. A database or Redis outage under any view (DRF or not, or a middleware) is a 503
+    with Retry-After in the API's error shape, never a 500 (see config/outages.py)."""
+    if is_dependency_outage(sys.exc_info()[1]):
+        if _is_api(request):
+            response = JsonResponse({"error": SERVICE_UNAVAILABLE}, status=503)
+        else:
+            response = HttpResponse(
+                SERVICE_UNAVAILABLE["message"], status=503, content_type="text/plain; charset=utf-8"
+            )
+        response["Retry-After"] = str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
+        return response
     if _is_api(request):
         return JsonResponse(
             {

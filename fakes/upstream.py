@@ -378,11 +378,13 @@ class FakeUpstream:
         self.calls_by_model[model] += 1
 
         scripted = self._next_script(model)
-        if scripted is not None and int(scripted.get("status", 200)) != 200:
+        if scripted is not None and (int(scripted.get("status", 200)) != 200 or "body" in scripted):
             await asyncio.sleep(float(scripted.get("latency_ms", 0)) / 1000)
             return scripted_error(scripted)
         if scripted is None and self.settings.error_rate and random.random() < self.settings.error_rate:
             return random_error()
+        if scripted is None and (fault := fault_pick()) is not None:
+            return fault_response(fault, rpc)
         latency_ms = scripted.get("latency_ms") if scripted else None
         call = Call(family=family, model=model, body=body)
         if rpc == "predict":
@@ -722,6 +724,39 @@ class FakeUpstream:
         return json_response({"error": f"no control endpoint {method} {path}"}, 404)
 
 
+# --- Reliability knobs (tests/chaos): 200 answers that are still broken ---------------------------
+# FAKE_UPSTREAM_FAULTS="wrong_shape:0.1,truncated:0.05" (or --faults): that share of calls gets a 200
+# whose JSON has the wrong shape, or a body cut off mid-image (not JSON), at once.
+def _faults_from_env() -> list[tuple[str, float]]:
+    spec = os.environ.get("FAKE_UPSTREAM_FAULTS", "")
+    return [
+        (name, float(rate)) for name, _, rate in (item.partition(":") for item in spec.split(",") if item)
+    ]
+
+
+FAULTS = _faults_from_env()
+
+
+def fault_pick() -> str | None:
+    roll = random.random()
+    for name, rate in FAULTS:
+        if roll < rate:
+            return name
+        roll -= rate
+    return None
+
+
+def fault_response(fault: str, rpc: str) -> Response:
+    if fault == "truncated":
+        return Response(
+            200,
+            b'{"candidates": [{"content": {"parts": [{"inlineData": {"data": "iVBORw0K',
+            "application/json",
+        )
+    key = "predictions" if rpc == "predict" else "candidates"
+    return Response(200, json.dumps({key: "unexpected"}).encode(), "application/json")
+
+
 def scripted_error(spec: dict) -> Response:
     status = int(spec["status"])
     headers = [("retry-after", str(spec["retry_after"]))] if spec.get("retry_after") is not None else []
@@ -826,7 +861,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 503/500/429")
     parser.add_argument("--api-key", default=None, help="required x-goog-api-key (default: any key)")
     parser.add_argument("--workers", type=int, default=1, help="processes; each keeps its own state")
+    parser.add_argument("--faults", default="", help='broken 200s, e.g. "wrong_shape:0.1,truncated:0.05"')
     options = parser.parse_args(argv)
+    if options.faults:
+        global FAULTS
+        os.environ["FAKE_UPSTREAM_FAULTS"] = options.faults
+        FAULTS = _faults_from_env()
     if not 0.0 <= options.error_rate <= 1.0:
         parser.error("--error-rate must be between 0 and 1")
     if options.workers < 1:

@@ -19,9 +19,10 @@ def _subscribe() -> None:
     from generation.batches.services import batch_job_finished
     from generation.jobs.notifications import job_finished_notify
     from generation.webhooks.services import webhook_batch_finished, webhook_job_finished
-    from generation.worker.tasks import enqueue_run_job, enqueue_webhook_delivery
+    from generation.worker.tasks import enqueue_run_job, enqueue_webhook_delivery, ring_cancel
 
     events.job_queued.subscribe(enqueue_run_job)
+    events.job_cancel_requested.subscribe(ring_cancel)
     # Inside the terminal transaction, in this order: the webhook delivery row is written with the
     # job; the waiter's notification and the batch's top-up run once that commits.
     events.job_finished.subscribe(webhook_job_finished)
@@ -35,21 +36,20 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
     """Create (or repair) the webhook re-drive schedule by name after every migrate: exactly one."""
     from django_q.models import Schedule
 
-    from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
+    from generation.worker.tasks import REAP_SCHEDULE_NAME, WEBHOOK_SCHEDULE_NAME
 
-    wanted = {
-        "func": "generation.worker.tasks.redrive_webhooks",
-        "schedule_type": Schedule.MINUTES,
-        "minutes": 1,
-        "repeats": -1,
-    }
-    schedules = Schedule.objects.using(using).filter(name=WEBHOOK_SCHEDULE_NAME).order_by("pk")
-    first = schedules.first()
-    if first is None:
-        Schedule.objects.using(using).create(name=WEBHOOK_SCHEDULE_NAME, **wanted)
-        return
-    schedules.exclude(pk=first.pk).delete()
-    schedules.filter(pk=first.pk).update(**wanted)
+    for name, func in (
+        (WEBHOOK_SCHEDULE_NAME, "generation.worker.tasks.redrive_webhooks"),
+        (REAP_SCHEDULE_NAME, "generation.worker.tasks.reap_jobs"),
+    ):
+        wanted = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1}
+        schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
+        first = schedules.first()
+        if first is None:
+            Schedule.objects.using(using).create(name=name, **wanted)
+            continue
+        schedules.exclude(pk=first.pk).delete()
+        schedules.filter(pk=first.pk).update(**wanted)
 
 
 def _start_runner(sender, proc_name, **kwargs) -> None:
@@ -57,4 +57,4 @@ def _start_runner(sender, proc_name, **kwargs) -> None:
     renewal run even before the first task arrives (a redeploy must pick up orphaned jobs)."""
     from generation.worker.runner import get_runner
 
-    get_runner()
+    get_runner(poll=True)

@@ -10,6 +10,8 @@ says in which transaction it runs.
 - `job_finished(job=, document=)`: inside the transaction that moved the job to a terminal status;
   a consumer that must act only once that commits registers its own `transaction.on_commit`.
   The waiting request is told, the webhook delivery is recorded, the batch is topped up.
+- `job_cancel_requested(public_id=)`: after a running job's cancel commits; the worker holding it
+  aborts the upstream call (the runner also notices on its own one-second check).
 - `batch_finished(batch=, document=)`: inside the batch's terminal transaction.
 - `webhook_delivery_due(public_id=)`: after the transaction that made a delivery due commits.
 """
@@ -49,5 +51,6 @@ class Hook:
 
 job_queued = Hook("job_queued")
 job_finished = Hook("job_finished")
+job_cancel_requested = Hook("job_cancel_requested")
 batch_finished = Hook("batch_finished")
 webhook_delivery_due = Hook("webhook_delivery_due")

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+from django.conf import settings
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.outages import is_dependency_outage
 from tenants import errors
 from tenants.admission import request_admit
 from tenants.models import ApiKey, Organization
@@ -100,10 +102,21 @@ def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
     return (path or None), str(detail)
 
 
+def dependency_error(exc: BaseException | None) -> errors.ServiceUnavailable | None:
+    """A database or Redis outage (restart, pool timeout, statement timeout) as a 503 with
+    Retry-After; None for anything else (see config/outages.py)."""
+    if not is_dependency_outage(exc):
+        return None
+    return errors.ServiceUnavailable(retry_after=settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
+
+
 def as_imagegate_error(exc: Exception) -> errors.ImagegateError | None:
     """Translate DRF and Django exceptions into our hierarchy; None for unexpected ones."""
     if isinstance(exc, errors.ImagegateError):
         return exc
+    unavailable = dependency_error(exc)
+    if unavailable is not None:
+        return unavailable
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_validation_error(exc.detail)
         if param and message.startswith("This field"):

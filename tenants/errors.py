@@ -95,6 +95,16 @@ class QuotaExceeded(ImagegateError):
     default_message = "The monthly image quota of this organization is used up."
 
 
+class ServiceUnavailable(ImagegateError):
+    """The database or Redis failed under this request (a restart, a failover, a timeout): never a
+    500, always retryable, with Retry-After (see config/outages.py)."""
+
+    status_code = 503
+    type = "api_error"
+    code = "service_unavailable"
+    default_message = "The service is briefly unavailable. Retry after the time in the Retry-After header."
+
+
 class MethodNotAllowed(ImagegateError):
     status_code = 405
     type = "invalid_request_error"

@@ -19,7 +19,7 @@ from django.db import connection
 from django.db.models import F
 from django.db.models.functions import Greatest
 
-from config.redis_client import get_redis
+from config.redis_client import redis_call
 from tenants.errors import QuotaExceeded, RateLimited
 from tenants.models import Organization, QuotaPeriod, RateLimitCounter
 from tenants.selectors import billing_period_end, billing_period_start, organization_limits
@@ -127,14 +127,17 @@ def _incr_database(key: str, window_start: int, window_seconds: int) -> int:
 def rate_limit_hit(
     *, key: str, limit: int, window_seconds: int = 60, now: float | None = None
 ) -> RateLimitResult:
-    """Count one request against a fixed window shared by every process (Redis, else the database)."""
+    """Count one request against a fixed window shared by every process (Redis, else the database).
+
+    While Redis is down the database counts instead (config/redis_client.py): the two counters are
+    separate, so in the minute of a switch a tenant may get up to twice its limit, never more."""
     now = time.time() if now is None else now
     window_start = int(now // window_seconds) * window_seconds
-    client = get_redis()
-    if client is not None:
-        count = _incr_redis(client, key, window_start, window_seconds)
-    else:
-        count = _incr_database(key, window_start, window_seconds)
+    count = redis_call(
+        "rate limit",
+        lambda client: _incr_redis(client, key, window_start, window_seconds),
+        lambda: _incr_database(key, window_start, window_seconds),
+    )
     reset_at = window_start + window_seconds
     return RateLimitResult(
         allowed=count <= limit,

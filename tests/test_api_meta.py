@@ -9,6 +9,8 @@ from tenants.api import OrganizationScopedAPIView
 # Views that are public on purpose, each with the reason.
 PUBLIC_ALLOWLIST: dict[str, str] = {
     "config.views.healthz": "load-balancer health check",
+    "config.views.livez": "liveness probe",
+    "generation.api.metrics.metrics": "Prometheus scrape; 404 unless from an allowed address",
     "billing.webhooks.StripeWebhookView": "authenticated by Stripe's signature, not an API key",
     "generation.api.views.ImageFileView": "authenticated by the signed, expiring URL",
     "generation.api.views.OpenApiSchemaView": "public API description",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import FileResponse, Http404, JsonResponse
 from django.views import View
 from drf_spectacular.types import OpenApiTypes
@@ -62,6 +63,8 @@ def job_response(document: dict, *, waited: bool) -> Response:
             "message": error["message"],
             "param": None,
         }
+        if http_status == 503:  # retryable: say when (a new job, not this one, is what to retry)
+            headers["Retry-After"] = str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
         return Response({"error": body, "generation": data}, status=http_status, headers=headers)
     return Response(data, status=200 if status in Job.TERMINAL else 202, headers=headers)
 

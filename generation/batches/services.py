@@ -158,8 +158,14 @@ def _refuse_item(batch: Batch, body: dict, custom_id: str, error: ImagegateError
 
 def _feeding_paused(batch: Batch) -> bool:
     """A suspended organization (or a live one blocked for payment) gets no new jobs; its pending
-    items wait, and resume when it is reinstated (job_submit would refuse them anyway)."""
-    if batch.api_key is None:
+    items wait, and resume when it is reinstated (job_submit would refuse them anyway). A revoked
+    or expired key stops its batches at once: no item is submitted (and billed) on it any more."""
+    key = batch.api_key
+    if (
+        key is None
+        or key.revoked_at is not None
+        or (key.expires_at is not None and key.expires_at <= timezone.now())
+    ):
         return True
     try:
         generation_admit(organization=batch.organization, api_key=batch.api_key)

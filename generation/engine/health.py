@@ -2,9 +2,11 @@
 
 Each worker process keeps its own book (it sees its own calls immediately); an opened circuit is
 also published to Redis with the cool-down as TTL, so every process stops sending to a failing
-route at once. A route whose circuit is open is skipped until its cool-down ends; then one probe
-call at a time is let through (half-open): success closes the circuit, failure re-opens it with a
-longer cool-down. Counters are flushed to `RouteStatsMinute` for the operator dashboard.
+route within a second. The sharing runs as `share()` on the runner's event loop with async Redis
+(never a blocking call on the loop); while Redis is down each process just keeps its own book.
+A route whose circuit is open is skipped until its cool-down ends; then one probe call at a time
+is let through (half-open): success closes the circuit, failure re-opens it with a longer cool-down.
+Counters are flushed to `RouteStatsMinute` for the operator dashboard.
 """
 
 from __future__ import annotations
@@ -75,25 +77,31 @@ class HealthBook:
         self.cooldown_start = cooldown_start
         self._lock = threading.Lock()
         self._states: dict[int, RouteState] = {}
-        self._remote_open: dict[int, tuple[float, bool]] = {}  # route id -> (checked at, open)
+        self._remote: set[int] = set()  # routes another process has open (see share())
+        self._outbox: dict[int, float] = {}  # route id -> seconds open (0: closed), to publish
 
     def state(self, route_id: int) -> RouteState:
         with self._lock:
             return self._states.setdefault(route_id, RouteState(cooldown=self.cooldown_start))
 
     def _remote_is_open(self, route_id: int, now: float) -> bool:
-        client = get_redis()
-        if client is None:
-            return False
-        cached = self._remote_open.get(route_id)
-        if cached and now - cached[0] < 1.0:
-            return cached[1]
-        try:
-            is_open = bool(client.exists(_circuit_key(route_id)))
-        except Exception:  # noqa: BLE001 - health sharing is best effort
-            is_open = False
-        self._remote_open[route_id] = (now, is_open)
-        return is_open
+        """Opened by another process (as of the last `share()`); never a network call."""
+        return route_id in self._remote
+
+    async def share(self, client) -> None:
+        """Publish the circuits this process opened or closed, then read which routes any process
+        has open. `client` is a redis.asyncio client; errors propagate (the caller backs off)."""
+        with self._lock:
+            outbox, self._outbox = self._outbox, {}
+            route_ids = list(self._states)
+        for route_id, open_for in outbox.items():
+            if open_for:
+                await client.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
+            else:
+                await client.delete(_circuit_key(route_id))
+        if route_ids:
+            flags = await client.mget([_circuit_key(route_id) for route_id in route_ids])
+            self._remote = {rid for rid, flag in zip(route_ids, flags, strict=True) if flag}
 
     def available(self, route_id: int) -> bool:
         """May a call go to this route now? (Closed, or half-open with no probe in flight.)"""
@@ -190,18 +198,11 @@ class HealthBook:
             self._publish(route_id, opened_for)
 
     def _publish(self, route_id: int, open_for: float) -> None:
-        """Share the circuit state with every process: a key that expires with the cool-down."""
-        client = get_redis()
-        if client is None:
-            return
-        self._remote_open.pop(route_id, None)
-        try:
-            if open_for:
-                client.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
-            else:
-                client.delete(_circuit_key(route_id))
-        except Exception:  # noqa: BLE001 - health sharing is best effort
-            pass
+        """Queue the circuit state for `share()`: a key that expires with the cool-down."""
+        with self._lock:
+            self._outbox[route_id] = open_for
+            if not open_for:
+                self._remote.discard(route_id)
 
     def snapshot(self) -> dict[int, dict]:
         now = time.monotonic()

@@ -106,8 +106,12 @@ class Router:
         self.health = health
         self.limiter = limiter
 
-    async def execute(self, plan: RoutePlan, request: ProviderRequest, *, deadline: float) -> Outcome:
-        outcome = Outcome()
+    async def execute(
+        self, plan: RoutePlan, request: ProviderRequest, *, deadline: float, outcome: Outcome | None = None
+    ) -> Outcome:
+        """`outcome` may be the caller's: if the job is canceled mid-way, the images already
+        delivered by earlier calls are still in it (and are delivered and billed)."""
+        outcome = outcome if outcome is not None else Outcome()
         remaining = request.count
         primary = self.health.order(plan.primary)
         fallback = self.health.order(plan.fallback)

@@ -4,7 +4,10 @@ With Redis they hold across every worker on every machine: one Lua script checks
 three atomically, so workers wait their turn instead of collecting 429s from Google. A concurrency
 slot is a sorted-set member that expires on its own (timeout + margin), so a worker that dies
 holding slots cannot leak them. Without Redis (single-machine development) the same limits are
-kept per process.
+kept per process. While a configured Redis is unreachable, each process keeps its share of the
+limits locally (limit / UPSTREAM_LIMIT_DEGRADED_PROCESSES, at least 1) and goes back to Redis by
+itself: the account's total stays within the configured limits as long as that setting is at least
+the number of worker processes (the documented tolerance), and no job fails over it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from config.redis_client import REDIS_ERRORS, degraded
 
 _ACQUIRE_LUA = """
 local now = tonumber(ARGV[1])
@@ -45,6 +50,7 @@ class LimitWaitExceeded(Exception):
 class Slot:
     account_id: int
     token: str
+    local: bool = False  # taken from the per-process fallback (Redis was down)
 
 
 def _limits(route) -> tuple[int, int, int]:
@@ -52,15 +58,16 @@ def _limits(route) -> tuple[int, int, int]:
 
 
 class _LocalBackend:
-    """Per-process limits (no Redis)."""
+    """Per-process limits (no Redis), or this process's share of them while Redis is down."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, share: int = 1) -> None:
+        self._share = max(1, share)
         self._lock = threading.Lock()
         self._in_flight: dict[int, set[str]] = {}
         self._windows: dict[tuple[int, str, int], int] = {}
 
     async def try_acquire(self, route, images: int, token: str) -> float:
-        conc, rpm, ipm = _limits(route)
+        conc, rpm, ipm = (-(-limit // self._share) if limit else 0 for limit in _limits(route))
         window = int(time.time() // 60)
         wait = (window + 1) * 60 - time.time()
         with self._lock:
@@ -93,7 +100,11 @@ class _RedisBackend:
     def __init__(self, url: str) -> None:
         import redis.asyncio as aioredis
 
-        self._client = aioredis.Redis.from_url(url, socket_timeout=5)
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+        )
         self._script = self._client.register_script(_ACQUIRE_LUA)
 
     async def try_acquire(self, route, images: int, token: str) -> float:
@@ -136,11 +147,29 @@ class UpstreamLimiter:
 
     def __init__(self) -> None:
         self._backend = _RedisBackend(settings.REDIS_URL) if settings.REDIS_URL else _LocalBackend()
+        self._fallback = _LocalBackend(share=settings.UPSTREAM_LIMIT_DEGRADED_PROCESSES)
+        self._redis_down_until = 0.0
 
     async def try_acquire(self, route, images: int) -> tuple[Slot | None, float]:
         """Take a slot now if one is free. Returns (slot, 0) or (None, seconds worth waiting)."""
         token = uuid.uuid4().hex
-        wait = await self._backend.try_acquire(route, images, token)
+        local = isinstance(self._backend, _LocalBackend) or time.monotonic() < self._redis_down_until
+        if not local:
+            try:
+                wait = await self._backend.try_acquire(route, images, token)
+            except REDIS_ERRORS as exc:
+                degraded.failed(exc, "upstream limits")
+                self._redis_down_until = time.monotonic() + settings.REDIS_RETRY_SECONDS
+                local = True
+            else:
+                degraded.recovered()
+        if local and not isinstance(self._backend, _LocalBackend):
+            wait = await self._fallback.try_acquire(route, images, token)
+            if wait == 0:
+                return Slot(route.account_id, token, local=True), 0.0
+            return None, wait
+        if local:
+            wait = await self._backend.try_acquire(route, images, token)
         if wait == 0:
             return Slot(route.account_id, token), 0.0
         return None, wait
@@ -159,7 +188,13 @@ class UpstreamLimiter:
             poll = min(poll * 2, self.POLL_MAX)
 
     async def release(self, slot: Slot) -> None:
-        await self._backend.release(slot.account_id, slot.token)
+        if slot.local and not isinstance(self._backend, _LocalBackend):
+            await self._fallback.release(slot.account_id, slot.token)
+            return
+        try:
+            await self._backend.release(slot.account_id, slot.token)
+        except REDIS_ERRORS:  # the slot expires on its own (timeout + margin)
+            self._redis_down_until = time.monotonic() + settings.REDIS_RETRY_SECONDS
 
     async def close(self) -> None:
         if isinstance(self._backend, _RedisBackend):

@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -195,6 +196,35 @@ def job_claim(*, public_id: str, owner: str) -> bool:
     return bool(updated)
 
 
+def job_claim_due(*, owner: str, limit: int) -> list[str]:
+    """Claim up to `limit` claimable jobs (queued, or running on an expired lease), oldest first, for
+    `owner`. The runner calls this on its own poll and doorbell, so execution never depends on a
+    broker message (or a worker pool a dead process can wedge, django-q2 #23). PostgreSQL: the rows
+    are locked with SKIP LOCKED, so concurrent runners split the queue without waiting on each
+    other; SQLite: the IMMEDIATE transaction makes the claim single-writer."""
+    if limit < 1:
+        return []
+    now = timezone.now()
+    claimable = Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+    with transaction.atomic():
+        rows = list(
+            Job.objects.filter(claimable, attempts__lt=settings.GENERATION_MAX_ATTEMPTS)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", "public_id")[:limit]
+        )
+        if not rows:
+            return []
+        Job.objects.filter(claimable, pk__in=[pk for pk, _ in rows]).update(
+            status=Job.Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + _lease(),
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+        )
+    return [public_id for _, public_id in rows]
+
+
 def job_load(*, public_id: str) -> Job:
     return Job.objects.select_related("organization__plan").get(public_id=public_id)
 
@@ -210,6 +240,19 @@ def job_renew_leases(*, public_ids: list[str], owner: str) -> set[str]:
             lease_expires_at=timezone.now() + _lease()
         )
     return alive
+
+
+def jobs_no_longer_held(*, public_ids: list[str], owner: str) -> list[str]:
+    """Of the jobs `owner` runs, those it no longer holds (canceled, or taken over): one indexed
+    read the runner makes every second, so a cancel lands even if its Redis message was lost."""
+    if not public_ids:
+        return []
+    held = set(
+        Job.objects.filter(
+            public_id__in=public_ids, status=Job.Status.RUNNING, lease_owner=owner
+        ).values_list("public_id", flat=True)
+    )
+    return [public_id for public_id in public_ids if public_id not in held]
 
 
 @dataclass
@@ -310,8 +353,15 @@ def job_succeed(
         lease_owner="",
         lease_expires_at=None,
     )
+    announce = True
     if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_owner=owner).update(**fields):
-        raise LeaseLost(job.public_id)
+        # Canceled while the upstream was answering, and still ours (the slot and reservation are
+        # held until the worker stops): what the upstream delivered is delivered and billed on the
+        # canceled job, never paid by us and thrown away. Its terminal event was sent at cancel.
+        late = {k: v for k, v in fields.items() if k not in ("status", "finished_at", "error_code")}
+        if not Job.objects.filter(pk=job.pk, status=Job.Status.CANCELED, lease_owner=owner).update(**late):
+            raise LeaseLost(job.public_id)
+        announce = False
     rows = [
         Image(
             public_id=image.public_id,
@@ -330,7 +380,8 @@ def job_succeed(
     ]
     Image.objects.bulk_create(rows)
     UsageRecord.objects.bulk_create(records)
-    _finished(job, rows, **fields)
+    if announce:
+        _finished(job, rows, **fields)
     _release(job, delivered=len(delivered))  # last: hot rows, locked until COMMIT (see job_submit)
 
 
@@ -421,17 +472,17 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
 
 
 # --- Complete -------------------------------------------------------------------------------
-def job_complete(*, job: Job, owner: str, outcome: Outcome) -> None:
+def job_complete(*, job: Job, owner: str, outcome: Outcome) -> bool:
     """Record what the router brought back for a job `owner` holds: the images stored and billed
     (a partial result says what is missing), or the failure with its customer-facing message.
     If the job stopped being ours meanwhile (canceled, lease taken over), the files just stored
-    are deleted again and nothing is recorded."""
+    are deleted again and nothing is recorded. Returns whether anything was recorded."""
     attempts = [attempt.as_dict() for attempt in outcome.attempts]
     cost = outcome.upstream_cost.quantize(Decimal("0.000001"))
     if not outcome.images:
         error = outcome.error
         rejected = isinstance(error, UpstreamBadRequest)
-        job_fail(
+        return job_fail(
             job=job,
             owner=owner,
             code="upstream_rejected" if rejected else "upstream_unavailable",
@@ -444,7 +495,6 @@ def job_complete(*, job: Job, owner: str, outcome: Outcome) -> None:
             attempts_log=attempts,
             upstream_cost=cost,
         )
-        return
     stored = _store_images(job, outcome)
     error_code = error_message = ""
     if len(outcome.images) < job.count:
@@ -454,21 +504,51 @@ def job_complete(*, job: Job, owner: str, outcome: Outcome) -> None:
             + (f" ({outcome.error.code})." if outcome.error else ".")
             + " Only delivered images are billed."
         )
-    try:
-        job_succeed(
-            job=job,
-            owner=owner,
-            images=stored,
-            fallback_reason=outcome.fallback_reason,
-            attempts_log=attempts,
-            upstream_cost=cost,
-            error_code=error_code,
-            error_message=error_message,
+    for attempt in range(RECORD_ATTEMPTS):
+        try:
+            job_succeed(
+                job=job,
+                owner=owner,
+                images=stored,
+                fallback_reason=outcome.fallback_reason,
+                attempts_log=attempts,
+                upstream_cost=cost,
+                error_code=error_code,
+                error_message=error_message,
+            )
+            return True
+        except LeaseLost:
+            _discard_unrecorded(job, stored)
+            return False
+        except (OperationalError, InterfaceError):
+            # The database is restarting, or the COMMIT's answer was lost (it may have committed).
+            # Retry the record with the same image ids: a commit that did happen makes the retry a
+            # LeaseLost, and the re-read then keeps the files. The lease is renewed meanwhile by the
+            # runner's own thread, so nobody re-runs (and pays for) the job.
+            if attempt + 1 >= RECORD_ATTEMPTS:
+                raise
+            connection.close()
+            time.sleep(min(RECORD_BACKOFF_MAX, 0.25 * 2**attempt))
+    return False
+
+
+RECORD_ATTEMPTS = 8
+RECORD_BACKOFF_MAX = 4.0
+
+
+def _discard_unrecorded(job: Job, stored: list[DeliveredImage]) -> None:
+    """The job stopped being ours. Re-read before deleting anything: after an ambiguous COMMIT the
+    job may be succeeded *with these very images*, recorded and billed; only files no image row
+    refers to are deleted."""
+    paths = [image.storage_path for image in stored if image.storage_path]
+    recorded = set(Image.objects.filter(storage_path__in=paths).values_list("storage_path", flat=True))
+    orphans = [path for path in paths if path not in recorded]
+    if orphans:
+        logger.warning(
+            "job %s: lease lost before finishing; discarding %d image(s)", job.public_id, len(orphans)
         )
-    except LeaseLost:
-        logger.warning("job %s: lease lost before finishing; discarding its images", job.public_id)
-        for image in stored:
-            image_delete(image.storage_path)
+    for path in orphans:
+        image_delete(path)
 
 
 # --- Cancel ---------------------------------------------------------------------------------
@@ -478,18 +558,34 @@ def job_cancel(*, organization: Organization, public_id: str) -> Job:
     if job is None:
         raise NotFound(f"No generation {public_id}.", param="id")
     job.organization = organization
-    fields = dict(
-        status=Job.Status.CANCELED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    )
-    updated = Job.objects.filter(pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
-        **fields
-    )
-    if not updated:
+    now = timezone.now()
+    queued = dict(status=Job.Status.CANCELED, finished_at=now, lease_owner="", lease_expires_at=None)
+    if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(**queued):
+        _release(job, delivered=0)
+        _finished(job, [], **queued)
+        return job
+    # Running: canceled now for the customer, but the worker keeps the lease, the slot and the
+    # reservation until it has aborted the upstream call (`job_cancel_settle`), so a submit/cancel
+    # loop cannot run more upstream calls than the concurrency limit. The runner hears of it at once.
+    running = dict(status=Job.Status.CANCELED, finished_at=now)
+    if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(**running):
         job.refresh_from_db()
         raise JobNotCancelable(f"Generation {public_id} already {job.status}.")
-    _release(job, delivered=0)
-    _finished(job, [], **fields)
+    transaction.on_commit(partial(events.job_cancel_requested, public_id=job.public_id))
+    _finished(job, [], **running)
     return job
+
+
+@transaction.atomic
+def job_cancel_settle(*, job: Job, owner: str | None) -> bool:
+    """The worker of a canceled running job stopped (aborted its upstream call): give back its slot
+    and reservation, once. `owner=None` is the reaper, for a worker that died (lease expired)."""
+    held = Job.objects.filter(pk=job.pk, status=Job.Status.CANCELED).exclude(lease_owner="")
+    held = held.filter(lease_owner=owner) if owner else held.filter(lease_expires_at__lt=timezone.now())
+    if not held.update(lease_owner="", lease_expires_at=None):
+        return False
+    _release(job, delivered=0)
+    return True
 
 
 # --- Reaper ---------------------------------------------------------------------------------
@@ -515,11 +611,16 @@ def job_reap(*, now=None) -> dict[str, int]:
         if job_fail(job=job, owner=None, code="worker_lost", message="The job's workers stopped repeatedly."):
             counts["failed"] += 1
 
+    abandoned = Q(status=Job.Status.CANCELED, lease_expires_at__lt=now) & ~Q(lease_owner="")
+    for job in Job.objects.filter(abandoned).select_related("organization")[:500]:
+        if job_cancel_settle(job=job, owner=None):
+            counts["settled"] = counts.get("settled", 0) + 1
+
     candidates = Job.objects.filter(lost, enqueued_at__lt=stale_enqueue).values_list("pk", "public_id")[:500]
     for pk, public_id in candidates:
         if Job.objects.filter(lost, pk=pk, enqueued_at__lt=stale_enqueue).update(enqueued_at=now):
             events.job_queued(public_id=public_id)
             counts["requeued"] += 1
-    if counts["requeued"] or counts["failed"]:
+    if counts["requeued"] or counts["failed"] or counts.get("settled"):
         logger.warning("job reaper: %s", counts)
     return counts

@@ -315,3 +315,17 @@ def test_a_suspended_organizations_batch_waits_and_resumes(alice):
     assert not Job.objects.filter(batch=batch).exists()
     organization_reactivate(organization=alice.organization)
     assert batch_feed(batch_pk=batch.pk) == 3
+
+
+@pytest.mark.parametrize("stop", ["revoke", "expire"])
+def test_a_revoked_or_expired_keys_batch_stops_feeding_at_once(alice, stop):
+    from django.utils import timezone
+
+    from tenants.models import ApiKey
+
+    response = alice.client().post(URL, {"requests": items(3)}, format="json")
+    batch = Batch.objects.get(public_id=response.json()["id"])
+    field = "revoked_at" if stop == "revoke" else "expires_at"
+    ApiKey.objects.filter(pk=batch.api_key_id).update(**{field: timezone.now()})
+    assert batch_feed(batch_pk=batch.pk) == 0
+    assert not Job.objects.filter(batch=batch).exists()

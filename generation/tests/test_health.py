@@ -76,8 +76,34 @@ def test_counters_drain_for_the_stats_table(db):
 
 
 def test_an_open_circuit_is_shared_through_redis(db, use_redis):
+    """Sharing runs on the runner's loop with async Redis: the opener publishes, another process
+    learns it on its next share(), and a closed circuit is withdrawn the same way."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from django.conf import settings
+
     one, two = HealthBook(cooldown_start=5), HealthBook()
-    for _ in range(3):
-        one.finished(7, ok=False, latency_ms=1)
-    assert not two.available(7)  # another process learns it from Redis
-    time.sleep(0.01)
+    two.state(7)  # a route process two routes to
+
+    async def share_both(client):
+        await one.share(client)
+        await two.share(client)
+
+    async def scenario():
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        try:
+            assert two.available(7)
+            for _ in range(3):
+                one.finished(7, ok=False, latency_ms=1)
+            await share_both(client)
+            assert not two.available(7)  # another process learns it from Redis
+            one.state(7).open_until = time.monotonic() - 1  # cool-down over: the probe succeeds
+            one.started(7)
+            one.finished(7, ok=True, latency_ms=1)
+            await share_both(client)
+            assert two.available(7)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import socket
 
 import httpx
@@ -414,3 +415,22 @@ async def test_unusable_answers_are_protocol_errors(fake_upstream, payload):
     result, error = await answer(fake_upstream, payload)
 
     assert result is None and isinstance(error, UpstreamProtocolError)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"candidates": "not a list"},
+        {"candidates": [{"content": {"parts": [{"inlineData": {"data": 5, "mimeType": "image/png"}}]}}]},
+        {"candidates": [{"content": {"parts": "nope"}}]},
+    ],
+)
+async def test_valid_json_of_the_wrong_shape_is_a_retryable_route_fault(fake_upstream, body):
+    """A 200 of the wrong shape is failed over like a 5xx, never an internal error of ours."""
+    fake_upstream.script(
+        FLASH, [{"status": 200, "body": json.dumps(body), "content_type": "application/json"}]
+    )
+    request = ProviderRequest(prompt="a red apple", count=1)
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await fake_upstream.call(generate_content.generate, fake_upstream.target(), request)
+    assert caught.value.retryable and caught.value.route_fault

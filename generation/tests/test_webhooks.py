@@ -3,6 +3,7 @@ backoff driven by the re-drive task on a controlled clock, SSRF refusals, tenant
 
 import json
 import textwrap
+import threading
 import time
 from datetime import timedelta
 
@@ -431,3 +432,65 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failure(alice, allow_private
     delivery.refresh_from_db()
     assert (delivery.status, delivery.last_status_code, delivery.last_error) == ("pending", 307, "HTTP 307")
     assert len(receiver.requests) == 1
+
+
+class _TricklingReceiver:
+    """Accepts, then sends one byte of a status line every 0.3 s and never finishes: a per-read
+    timeout never fires, only a wall-clock deadline ends the attempt."""
+
+    def __init__(self):
+        import socket as socket_module
+
+        self.server = socket_module.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hooks"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection):
+        with connection:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                if self.stop.wait(0.3):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self):
+        self.stop.set()
+        self.server.close()
+
+
+def test_a_trickling_receiver_cannot_hold_a_sender_past_the_deadline(alice, allow_private, settings):
+    import time as time_module
+
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1.0
+    settings.WEBHOOK_DEADLINE_SECONDS = 1.5
+    slow = _TricklingReceiver()
+    try:
+        alice.client().put("/v1/webhook", {"url": slow.url}, format="json")
+        delivery = webhook_event_create(
+            organization_id=alice.organization.pk,
+            event="batch.completed",
+            object_id="batch_x",
+            payload={"a": 1},
+            url=slow.url,
+        )
+        started = time_module.monotonic()
+        webhook_deliveries_redrive()
+        elapsed = time_module.monotonic() - started
+    finally:
+        slow.close()
+    delivery.refresh_from_db()
+    assert elapsed < 4, elapsed  # the byte-every-0.3-s answer would otherwise last 5 minutes
+    assert delivery.status == "pending" and delivery.last_error.startswith("Timed out")

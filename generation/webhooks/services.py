@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import random
+import threading
 import time
 from datetime import datetime, timedelta
 from functools import partial
@@ -52,7 +53,8 @@ logger = logging.getLogger(__name__)
 # Seconds before retry n (after attempt n failed); then every 6 h until the retry window closes.
 BACKOFF_SECONDS = [30, 120, 600, 3600, 3 * 3600]
 BACKOFF_CAP_SECONDS = 6 * 3600
-SEND_LEASE_SECONDS = 60
+SEND_LEASE_SECONDS = 60  # > WEBHOOK_DEADLINE_SECONDS: a claim outlives its attempt
+TENANT_BUSY_RETRY_SECONDS = 5
 REDRIVE_BATCH = 100
 EVENT_GENERATION_COMPLETED = "generation.completed"
 EVENT_BATCH_COMPLETED = "batch.completed"
@@ -213,18 +215,64 @@ def _post(*, url: str, body: bytes, headers: dict[str, str]) -> int:
     """POST to the address that passed the check (not a second DNS lookup); returns the status."""
     pinned = outbound_pin(url=url)
     # No redirects (they could lead anywhere unchecked); the response body is never read, so a
-    # receiver cannot make us buffer an arbitrary amount of data.
-    with (
-        httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client,
-        client.stream(
-            "POST",
-            pinned.target,
-            content=body,
-            headers={**headers, **pinned.headers},
-            extensions=pinned.extensions,
-        ) as response,
-    ):
-        return response.status_code
+    # receiver cannot make us buffer an arbitrary amount of data. httpx's timeouts are per socket
+    # operation (a receiver sending a header byte every 9 s never trips them), so a watchdog closes
+    # the client at the hard deadline: an attempt never holds a sender thread longer than that.
+    client = httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        client.close()
+
+    watchdog = threading.Timer(settings.WEBHOOK_DEADLINE_SECONDS, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        with (
+            client,
+            client.stream(
+                "POST",
+                pinned.target,
+                content=body,
+                headers={**headers, **pinned.headers},
+                extensions=pinned.extensions,
+            ) as response,
+        ):
+            return response.status_code
+    except (httpx.HTTPError, RuntimeError) as exc:
+        if expired.is_set():
+            raise httpx.TimeoutException(f"no answer within {settings.WEBHOOK_DEADLINE_SECONDS:g} s") from exc
+        raise
+    finally:
+        watchdog.cancel()
+
+
+class _TenantSends:
+    """Attempts in flight per organization in this process: one tenant's slow receiver may hold at
+    most WEBHOOK_MAX_CONCURRENT_PER_ORGANIZATION sender threads; its other deliveries wait."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[int, int] = {}
+
+    def take(self, organization_id: int) -> bool:
+        with self._lock:
+            if self._active.get(organization_id, 0) >= settings.WEBHOOK_MAX_CONCURRENT_PER_ORGANIZATION:
+                return False
+            self._active[organization_id] = self._active.get(organization_id, 0) + 1
+            return True
+
+    def give(self, organization_id: int) -> None:
+        with self._lock:
+            left = self._active.get(organization_id, 1) - 1
+            if left > 0:
+                self._active[organization_id] = left
+            else:
+                self._active.pop(organization_id, None)
+
+
+_tenant_sends = _TenantSends()
 
 
 def webhook_delivery_send(*, public_id: str, now: datetime | None = None) -> bool | None:
@@ -238,6 +286,19 @@ def webhook_delivery_send(*, public_id: str, now: datetime | None = None) -> boo
     if not claimed:
         return None
     delivery = WebhookDelivery.objects.get(public_id=public_id)
+    if not _tenant_sends.take(delivery.organization_id):
+        # This tenant already has its share of sender threads here: hand the claim back, due soon.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            next_attempt_at=now + timedelta(seconds=TENANT_BUSY_RETRY_SECONDS), attempts=F("attempts") - 1
+        )
+        return None
+    try:
+        return _attempt(delivery, now)
+    finally:
+        _tenant_sends.give(delivery.organization_id)
+
+
+def _attempt(delivery: WebhookDelivery, now: datetime) -> bool:
     endpoint = WebhookEndpoint.objects.get(organization_id=delivery.organization_id)
     body = _body(delivery)
     timestamp = int(time.time())  # the receiver compares it with its own clock
@@ -257,8 +318,10 @@ def webhook_delivery_send(*, public_id: str, now: datetime | None = None) -> boo
             error = f"HTTP {status_code}"
     except InvalidRequest as exc:
         error = f"URL refused: {exc.message}"
-    except httpx.TimeoutException:
-        error = f"Timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
+    except httpx.TimeoutException as exc:
+        error = (
+            f"Timed out ({exc})" if str(exc) else f"Timed out after {settings.WEBHOOK_TIMEOUT_SECONDS:g} s"
+        )
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     logger.info(

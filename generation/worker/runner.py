@@ -1,5 +1,13 @@
 """The per-process job runner: hundreds of upstream calls in flight from one worker process.
 
+It finds work on its own: every GENERATION_RUNNER_POLL_SECONDS, and at once when the Redis
+doorbell rings (async pub/sub on this loop), it claims due jobs from the database (`job_claim_due`,
+SKIP LOCKED) up to its free capacity. So no broker message, and no django-q2 worker pool (which a
+SIGKILLed idle worker can wedge, django-q2 #23), is needed for a job to run; a django-q2 task is
+just one more doorbell. Leases are renewed, cancels noticed and the heartbeat written on a thread
+and database connection of their own (never queued behind transcoding or storage); each attempt
+has a hard wall-clock limit, past which its lease is no longer renewed.
+
 A django-q2 worker process runs one task at a time, and an image call waits 1.5-15 s upstream, so
 a task that made the call itself would cap us at one image call per process. Instead the task only
 claims the job (a conditional UPDATE) and hands it to this runner: one asyncio event loop on its own
@@ -28,18 +36,23 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
+from config.redis_client import REDIS_ERRORS
 from generation.batches.services import batch_feed_all
 from generation.engine.health import HealthBook
 from generation.engine.providers.base import ProviderRequest
 from generation.engine.router import ClientPool, Outcome, Router
 from generation.engine.upstream_limits import UpstreamLimiter
+from generation.jobs.liveness import heartbeat_remove, heartbeat_write
 from generation.jobs.services import (
+    job_cancel_settle,
+    job_claim_due,
     job_complete,
     job_fail,
     job_load,
     job_plan,
     job_reap,
     job_renew_leases,
+    jobs_no_longer_held,
 )
 from generation.models import Job, RouteStatsMinute
 from generation.params import GenerationParams
@@ -49,6 +62,18 @@ logger = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
 STATS_FLUSH_SECONDS = 10.0
+CANCEL_CHECK_SECONDS = 1.0
+HEARTBEAT_SECONDS = 2.0
+SHARE_HEALTH_SECONDS = 1.0
+CLAIM_BATCH = 32
+
+
+def doorbell_channel() -> str:
+    return f"{settings.REDIS_PREFIX}:jobs:doorbell"
+
+
+def cancel_channel() -> str:
+    return f"{settings.REDIS_PREFIX}:jobs:cancel"
 
 
 def _with_db(fn, *args, **kwargs):
@@ -78,15 +103,24 @@ def _flush_route_stats(pending: dict[int, list[int]]) -> None:
 
 
 class JobRunner:
-    def __init__(self) -> None:
+    def __init__(self, *, poll: bool = False) -> None:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pid = os.getpid()
+        self.poll = poll  # claim due jobs on its own (worker processes; not the test process)
         self.health = HealthBook()
         self.inflight: dict[str, asyncio.Task] = {}
+        self._started: dict[str, float] = {}  # public id -> monotonic start (wall-clock limit)
+        self._finishing: set[str] = set()  # recording its outcome: a cancel no longer interrupts it
         self.accepting = True
+        self.claimed_total = 0
+        self.finished_total = 0
+        self.last_claim_at = 0.0  # unix time
+        self._capacity = threading.Condition()
         self._db_pool = ThreadPoolExecutor(
             max_workers=settings.GENERATION_RUNNER_DB_THREADS, thread_name_prefix="runner-db"
         )
+        # Leases, cancels and the heartbeat: one thread, its own DB connection, never behind a job.
+        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-lease")
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -107,6 +141,9 @@ class JobRunner:
             self._loop.close()
             self._close_db_connections()
             self._db_pool.shutdown(wait=True)
+            self._lease_pool.submit(connections.close_all).result()
+            self._lease_pool.shutdown(wait=True)
+            heartbeat_remove(self.owner)
             self._stopped.set()
 
     def _close_db_connections(self) -> None:
@@ -128,13 +165,25 @@ class JobRunner:
         """Called from the worker's task thread after a successful claim."""
         self._loop.call_soon_threadsafe(self._start_job, public_id)
 
+    def cancel(self, public_id: str) -> None:
+        """From any thread: abort the job's upstream call if this runner holds it."""
+        self._loop.call_soon_threadsafe(self._cancel_local, public_id)
+
+    def ring(self) -> None:
+        """A doorbell from this process (a django-q2 task): claim due work now."""
+        self._loop.call_soon_threadsafe(self._wake_up)
+
+    def _wake_up(self) -> None:
+        if hasattr(self, "_wake"):
+            self._wake.set()
+
     def has_capacity(self) -> bool:
         return self.accepting and len(self.inflight) < settings.GENERATION_RUNNER_MAX_JOBS
 
     def wait_for_capacity(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.has_capacity() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """Block the calling (task) thread until a job slot is free, woken when a job ends."""
+        with self._capacity:
+            self._capacity.wait_for(self.has_capacity, timeout)
 
     def reset_health(self) -> None:
         """Forget route health (tests; operators after fixing a route: circuits close at once)."""
@@ -147,28 +196,131 @@ class JobRunner:
 
     # --- event loop side --------------------------------------------------------------------
     async def _setup(self) -> None:
+        self._wake = asyncio.Event()
         self.clients = ClientPool()
         self.limiter = UpstreamLimiter()
         self.router = Router(clients=self.clients, health=self.health, limiter=self.limiter)
+        self._background: list[asyncio.Task] = []
+        self._aredis = None
+        if settings.REDIS_URL:
+            import redis.asyncio as aioredis
+
+            self._aredis = aioredis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+            )
+        if self.poll:
+            self._background.append(self._loop.create_task(self._claim_loop(), name="claim-loop"))
+            if settings.REDIS_URL:
+                self._background.append(self._loop.create_task(self._listen(), name="doorbell"))
 
     async def _teardown(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.clients.aclose()
         await self.limiter.close()
+        if self._aredis is not None:
+            await self._aredis.aclose()
 
     async def db(self, fn, /, *args, **kwargs):
         return await self._loop.run_in_executor(self._db_pool, partial(_with_db, fn, *args, **kwargs))
+
+    async def lease_db(self, fn, /, *args, **kwargs):
+        return await self._loop.run_in_executor(self._lease_pool, partial(_with_db, fn, *args, **kwargs))
 
     def _start_job(self, public_id: str) -> None:
         if public_id in self.inflight:
             return
         task = self._loop.create_task(self._run(public_id), name=public_id)
         self.inflight[public_id] = task
-        task.add_done_callback(lambda _: self.inflight.pop(public_id, None))
+        self._started[public_id] = time.monotonic()
+        task.add_done_callback(lambda _: self._job_done(public_id))
+
+    def _job_done(self, public_id: str) -> None:
+        self.inflight.pop(public_id, None)
+        self._finishing.discard(public_id)
+        self._started.pop(public_id, None)
+        self.finished_total += 1
+        with self._capacity:
+            self._capacity.notify_all()
+        self._wake.set()  # a slot is free: claim more if jobs are waiting
+
+    # --- finding work -----------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        """Claim due jobs up to the free capacity, on every doorbell and at least every poll."""
+        while self.accepting:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=settings.GENERATION_RUNNER_POLL_SECONDS)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            while self.accepting:
+                free = settings.GENERATION_RUNNER_MAX_JOBS - len(self.inflight)
+                if free <= 0:
+                    break
+                limit = min(free, CLAIM_BATCH)
+                try:
+                    claimed = await self.lease_db(job_claim_due, owner=self.owner, limit=limit)
+                except Exception:  # noqa: BLE001 - the database is down: try again next poll
+                    logger.warning("runner: claiming due jobs failed", exc_info=True)
+                    break
+                if claimed:
+                    self.claimed_total += len(claimed)
+                    self.last_claim_at = time.time()
+                for public_id in claimed:
+                    self._start_job(public_id)
+                if len(claimed) < limit:
+                    break
+
+    async def _listen(self) -> None:
+        """The Redis doorbell and cancel channels, with async Redis on this loop (a Redis outage
+        never blocks a job: the poll goes on, and this reconnects with backoff)."""
+        import redis.asyncio as aioredis
+
+        backoff = 0.2
+        while self.accepting:
+            client = aioredis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=None,
+                socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+            )
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(doorbell_channel(), cancel_channel())
+                backoff = 0.2
+                self._wake.set()  # anything rung while we were away
+                while self.accepting:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["channel"].decode() == cancel_channel():
+                        self._cancel_local(message["data"].decode())
+                    else:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as exc:
+                logger.warning("runner doorbell: Redis unavailable (%s); polling the database", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    await client.aclose()
+                except Exception:  # noqa: BLE001,S110 - the connection is already gone
+                    pass
+
+    def _cancel_local(self, public_id: str) -> None:
+        task = self.inflight.get(public_id)
+        if task is not None and public_id not in self._finishing:
+            logger.info("job %s canceled by the customer: aborting its upstream call", public_id)
+            task.cancel()
 
     async def _supervise(self) -> None:
         """Renew leases, flush stats and reap until the worker's main thread ends, then drain."""
         lease_every = max(1.0, settings.GENERATION_LEASE_SECONDS / 3)
-        next_lease = next_stats = time.monotonic()
+        next_lease = next_stats = next_cancel = next_beat = next_share = time.monotonic()
         next_reap = time.monotonic() + random.uniform(0, settings.GENERATION_REAPER_INTERVAL_SECONDS)
         next_feed = time.monotonic()
         main = threading.main_thread()
@@ -176,9 +328,21 @@ class JobRunner:
             await asyncio.sleep(0.25)
             now = time.monotonic()
             try:
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    _heartbeat_write(self)
+                if now >= next_share and self._aredis is not None:
+                    next_share = now + SHARE_HEALTH_SECONDS
+                    try:
+                        await self.health.share(self._aredis)
+                    except REDIS_ERRORS:  # each process keeps its own book until Redis is back
+                        next_share = now + settings.REDIS_RETRY_SECONDS
                 if now >= next_lease:
-                    next_lease = now + lease_every
+                    next_lease = next_cancel = now + lease_every
                     await self._renew_leases()
+                elif now >= next_cancel:
+                    next_cancel = now + CANCEL_CHECK_SECONDS
+                    await self._check_cancels()
                 if now >= next_stats:
                     next_stats = now + STATS_FLUSH_SECONDS
                     pending = self.health.drain_pending()
@@ -203,16 +367,36 @@ class JobRunner:
                     await self._renew_leases()
 
     async def _renew_leases(self) -> None:
+        """Renew on the lease thread. An attempt past its wall-clock limit (hung on a call that
+        never returns) is not renewed and is cancelled: its lease expires and the job is re-run."""
+        now = time.monotonic()
+        ids = []
+        for public_id, started in list(self._started.items()):
+            if now - started > settings.GENERATION_JOB_WALL_SECONDS:
+                task = self.inflight.get(public_id)
+                if task is not None and public_id not in self._finishing:
+                    logger.error("job %s exceeded its wall-clock limit; giving it up", public_id)
+                    task.cancel()
+            else:
+                ids.append(public_id)
+        if not ids:
+            return
+        alive = await self.lease_db(job_renew_leases, public_ids=ids, owner=self.owner)
+        for public_id in ids:
+            if public_id not in alive:
+                self._cancel_local(public_id)  # canceled by the customer, or taken over
+
+    async def _check_cancels(self) -> None:
+        """Between renewals, once a second: a cancel whose Redis message was lost still lands."""
         ids = list(self.inflight)
         if not ids:
             return
-        alive = await self.db(job_renew_leases, public_ids=ids, owner=self.owner)
-        for public_id in ids:
-            if public_id not in alive and public_id in self.inflight:
-                self.inflight[public_id].cancel()  # canceled by the customer, or taken over
+        for public_id in await self.lease_db(jobs_no_longer_held, public_ids=ids, owner=self.owner):
+            self._cancel_local(public_id)
 
     async def _run(self, public_id: str) -> None:
         job = None
+        outcome = Outcome()
         try:
             job = await self.db(job_load, public_id=public_id)
             try:
@@ -225,10 +409,12 @@ class JobRunner:
             )
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())
-            outcome = await self.router.execute(plan, request, deadline=deadline)
+            await self.router.execute(plan, request, deadline=deadline, outcome=outcome)
             await self._finish(job, outcome)
         except asyncio.CancelledError:
             logger.info("job %s stopped: no longer ours", public_id)
+            if job is not None:
+                await self._stopped_early(job, outcome)
         except Exception:
             logger.exception("job %s crashed", public_id)
             if job is not None:
@@ -241,18 +427,59 @@ class JobRunner:
                 )
 
     async def _finish(self, job: Job, outcome: Outcome) -> None:
-        await self.db(job_complete, job=job, owner=self.owner, outcome=outcome)
+        """Record the outcome; a cancel arriving now no longer interrupts (job_succeed decides)."""
+        self._finishing.add(job.public_id)
+        try:
+            if not await self.db(job_complete, job=job, owner=self.owner, outcome=outcome):
+                # Not recorded: canceled meanwhile (give back the slot we kept), or taken over.
+                await self.db(job_cancel_settle, job=job, owner=self.owner)
+        finally:
+            self._finishing.discard(job.public_id)
+
+    async def _stopped_early(self, job: Job, outcome: Outcome) -> None:
+        """Canceled (by the customer, the wall clock, or a takeover): the upstream calls still in
+        flight were aborted. Images already delivered are recorded (and billed) if the job is still
+        ours; then the slot and reservation a canceled job kept are given back."""
+        try:
+            if outcome.images:
+                await self.db(job_complete, job=job, owner=self.owner, outcome=outcome)
+            await self.db(job_cancel_settle, job=job, owner=self.owner)
+        except Exception:  # noqa: BLE001 - the reaper settles it once the lease expires
+            logger.exception("job %s: settling after cancel failed", job.public_id)
 
 
 _runner: JobRunner | None = None
 _runner_lock = threading.Lock()
 
 
-def get_runner() -> JobRunner:
-    """The runner of this process, started on first use (and again after a fork)."""
+def current_runner() -> JobRunner | None:
+    """This process's runner if it has one (never starts one)."""
+    runner = _runner
+    if runner is None or runner.pid != os.getpid() or runner._stopped.is_set():
+        return None
+    return runner
+
+
+def get_runner(*, poll: bool = False) -> JobRunner:
+    """The runner of this process, started on first use (and again after a fork). Worker processes
+    start it with `poll=True` at spawn: it then claims due jobs by itself."""
     global _runner
     if _runner is None or _runner.pid != os.getpid() or _runner._stopped.is_set():
         with _runner_lock:
             if _runner is None or _runner.pid != os.getpid() or _runner._stopped.is_set():
-                _runner = JobRunner()
+                _runner = JobRunner(poll=poll)
     return _runner
+
+
+def _heartbeat_write(runner: JobRunner) -> None:
+    if runner.poll:
+        heartbeat_write(
+            runner.owner,
+            {
+                "pid": runner.pid,
+                "inflight": len(runner.inflight),
+                "claimed_total": runner.claimed_total,
+                "finished_total": runner.finished_total,
+                "last_claim_at": runner.last_claim_at,
+            },
+        )

@@ -61,6 +61,7 @@ class CompatAPIView(OrganizationScopedAPIView):
                 request=request,
                 wait=float(settings.COMPAT_WAIT_SECONDS),
                 idempotency_key=idempotency_key_of(self.request),
+                must_wait=True,
             )
         except ImagegateError as error:
             raise with_param_names(error, self.param_names) from None

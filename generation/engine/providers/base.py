@@ -145,3 +145,16 @@ class UpstreamProtocolError(UpstreamError):
 
     retryable = True
     code = "upstream_protocol_error"
+
+
+# What parsing a JSON body of the wrong shape raises (a list where an object was promised, a
+# missing key, a string for a number...).
+WRONG_SHAPE = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def wrong_shape(method: str, exc: Exception) -> UpstreamProtocolError:
+    """A 200 whose valid JSON has the wrong shape is the route's fault, retried and failed over
+    like a 5xx (never an internal error of ours), and nothing of it is kept."""
+    return UpstreamProtocolError(
+        f"{method} answered JSON of an unexpected shape ({type(exc).__name__}: {exc})"
+    )

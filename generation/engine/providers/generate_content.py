@@ -19,6 +19,7 @@ import pybase64
 
 from generation.engine.providers import google_http
 from generation.engine.providers.base import (
+    WRONG_SHAPE,
     ProviderImage,
     ProviderRequest,
     ProviderResult,
@@ -26,6 +27,7 @@ from generation.engine.providers.base import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRateLimited,
+    wrong_shape,
 )
 
 # finishReason values that mean "Google refused to produce this image" (not worth a retry).
@@ -115,7 +117,10 @@ async def _call(
         )
     except UpstreamError as exc:
         return _Outcome(error=exc)
-    return parse_response(payload, request)
+    try:
+        return parse_response(payload, request)
+    except WRONG_SHAPE as exc:
+        return _Outcome(error=wrong_shape("generateContent", exc))
 
 
 def parse_response(payload: dict, request: ProviderRequest) -> _Outcome:

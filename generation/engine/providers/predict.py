@@ -14,12 +14,14 @@ import pybase64
 
 from generation.engine.providers import google_http
 from generation.engine.providers.base import (
+    WRONG_SHAPE,
     ProviderImage,
     ProviderRequest,
     ProviderResult,
     Target,
     UpstreamBadRequest,
     UpstreamProtocolError,
+    wrong_shape,
 )
 
 # Google rejects prompts with "sensitive words" before generating, as a 400 INVALID_ARGUMENT.
@@ -60,7 +62,10 @@ async def generate(client: httpx.AsyncClient, target: Target, request: ProviderR
             reason = exc.message[exc.message.index(PROMPT_BLOCKED_MARKER) :]
             return ProviderResult(images=[_filtered(reason) for _ in range(request.count)], upstream_calls=1)
         raise
-    return parse_response(payload, request)
+    try:
+        return parse_response(payload, request)
+    except WRONG_SHAPE as exc:
+        raise wrong_shape("predict", exc) from None
 
 
 def parse_response(payload: dict, request: ProviderRequest) -> ProviderResult:

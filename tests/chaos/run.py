@@ -1,0 +1,405 @@
+"""`make chaos`: fault injection on the production profile (see NOTES-reliability.md).
+
+    python -m tests.chaos.run                    # every scenario, full load
+    python -m tests.chaos.run --short            # CI: fewer jobs per scenario
+    python -m tests.chaos.run --scenario redis   # one scenario (kill, redis, postgres, upstream)
+
+Each scenario brings up its own stack (tests/chaos/stack.py: private PostgreSQL and redis-server on
+free ports, the fake upstream, gunicorn and qcluster as platform/ runs them), submits a few hundred
+jobs from two loaded tenants while a bystander tenant makes `?wait=30` calls, injects its fault,
+waits for every job to end and prints: jobs submitted, succeeded, failed (by code), executed more
+than once, images delivered, usage records, quota left, client errors by status, and the
+bystander's p95 before and during the fault. It exits non-zero when an invariant breaks: a 500, a
+job not finished, an image billed twice or delivered unbilled, a slot or reservation leaked, a
+recorded image whose file is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.chaos.stack import ChaosStack
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round((len(values) - 1) * p)))]
+
+
+class Load:
+    """Loaded tenants submit jobs (202, no wait) at a steady rate; a bystander waits for its own.
+    A client retries 503 and connection errors after Retry-After with the same Idempotency-Key,
+    as a well-behaved SDK does; every status seen is counted."""
+
+    def __init__(self, stack: ChaosStack, *, jobs: int, rate: float, count: int = 1):
+        self.stack, self.jobs, self.rate, self.count = stack, jobs, rate, count
+        self.base = f"http://127.0.0.1:{stack.web_port}"
+        self.statuses: Counter = Counter()
+        self.retry_after_missing = 0
+        self.submitted: list[str] = []
+        self.bystander: list[tuple[float, float, int]] = []  # (start unix time, seconds, status)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.unavailable_at: list[float] = []
+
+    def _post(self, client: httpx.Client, tenant: str, body: dict, wait: int = 0) -> httpx.Response | None:
+        key = uuid.uuid4().hex
+        headers = {"Authorization": f"Bearer {self.stack.keys[tenant]}", "Idempotency-Key": key}
+        url = "/v1/generations" + (f"?wait={wait}" if wait else "")
+        for _ in range(60):
+            try:
+                response = client.post(url, json=body, headers=headers, timeout=wait + 15)
+            except httpx.HTTPError:
+                with self.lock:
+                    self.statuses["connection_error"] += 1
+                time.sleep(0.5)
+                continue
+            with self.lock:
+                self.statuses[response.status_code] += 1
+                if response.status_code == 503:
+                    self.unavailable_at.append(time.time())
+                    if "Retry-After" not in response.headers:
+                        self.retry_after_missing += 1
+            if response.status_code in (429, 503):
+                time.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))
+                continue
+            return response
+        return None
+
+    def _submitter(self, tenant: str, share: int, interval: float) -> None:
+        with httpx.Client(base_url=self.base) as client:
+            for i in range(share):
+                started = time.monotonic()
+                response = self._post(client, tenant, {"prompt": f"chaos {tenant} {i}", "count": self.count})
+                if response is not None and response.status_code in (200, 202):
+                    with self.lock:
+                        self.submitted.append(response.json()["id"])
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def _bystander(self) -> None:
+        with httpx.Client(base_url=self.base) as client:
+            while not self.stop.is_set():
+                started = time.time()
+                response = self._post(client, "bystander", {"prompt": "bystander"}, wait=30)
+                elapsed = time.time() - started
+                status = response.status_code if response is not None else 0
+                with self.lock:
+                    self.bystander.append((started, elapsed, status))
+                    if response is not None and status in (200, 202):
+                        self.submitted.append(response.json()["id"])
+                time.sleep(0.2)
+
+    def run(self) -> threading.Thread:
+        share = self.jobs // 2
+        interval = 2.0 / self.rate
+        threads = [
+            threading.Thread(target=self._submitter, args=(t, share, interval)) for t in ("alpha", "beta")
+        ]
+        bystander = threading.Thread(target=self._bystander, daemon=True)
+        bystander.start()
+        for thread in threads:
+            thread.start()
+
+        def join() -> None:
+            for thread in threads:
+                thread.join()
+
+        joiner = threading.Thread(target=join)
+        joiner.start()
+        return joiner
+
+
+def _db(stack: ChaosStack):
+    return psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/imagegate", autocommit=True)
+
+
+def wait_terminal(stack: ChaosStack, ids: list[str], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    open_jobs = len(ids)
+    while time.monotonic() < deadline:
+        try:
+            with _db(stack) as conn:
+                open_jobs = conn.execute(
+                    "SELECT count(*) FROM generation_job "
+                    "WHERE status NOT IN ('succeeded', 'failed', 'canceled')"
+                ).fetchone()[0]
+        except psycopg.Error:
+            open_jobs = -1
+        if open_jobs == 0:
+            return 0
+        time.sleep(1)
+    return open_jobs
+
+
+def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, float], notes: dict) -> dict:
+    with _db(stack) as conn:
+        states = dict(conn.execute("SELECT status, count(*) FROM generation_job GROUP BY status").fetchall())
+        failed = dict(
+            conn.execute(
+                "SELECT error_code, count(*) FROM generation_job WHERE status='failed' GROUP BY error_code"
+            ).fetchall()
+        )
+        more_than_once = conn.execute("SELECT count(*) FROM generation_job WHERE attempts > 1").fetchone()[0]
+        delivered = conn.execute("SELECT coalesce(sum(images_delivered),0) FROM generation_job").fetchone()[0]
+        usage = conn.execute("SELECT count(*) FROM billing_usagerecord").fetchone()[0]
+        duplicate_usage = conn.execute(
+            "SELECT count(*) FROM (SELECT image_public_id FROM billing_usagerecord "
+            "GROUP BY image_public_id HAVING count(*) > 1) d"
+        ).fetchone()[0]
+        images = conn.execute("SELECT storage_path FROM generation_image WHERE storage_path <> ''").fetchall()
+        in_flight = conn.execute(
+            "SELECT coalesce(sum(jobs_in_flight),0) FROM tenants_organization"
+        ).fetchone()[0]
+        reserved = conn.execute(
+            "SELECT coalesce(sum(images_reserved),0) FROM tenants_quotaperiod"
+        ).fetchone()[0]
+        quota = conn.execute(
+            "SELECT o.name, 1000000 - coalesce(q.images_reserved, 0) FROM tenants_organization o "
+            "LEFT JOIN tenants_quotaperiod q ON q.organization_id = o.id ORDER BY o.name"
+        ).fetchall()
+        held = conn.execute(
+            "SELECT count(*) FROM generation_job WHERE status='canceled' AND lease_owner <> ''"
+        ).fetchone()[0]
+    media = Path(stack.env["IMAGEGATE_VAR_DIR"]) / "media"
+    missing_files = sum(1 for (path,) in images if not (media / path).exists())
+    start, end = fault_window
+    baseline = [s for t, s, code in load.bystander[2:] if t < start and code == 200]  # after warm-up
+    during = [s for t, s, code in load.bystander if start <= t <= end + 30 and code == 200]
+    unavailable_span = (max(load.unavailable_at) - min(load.unavailable_at)) if load.unavailable_at else 0.0
+    result = {
+        "scenario": name,
+        "jobs_submitted": len(load.submitted),
+        "jobs_by_state": states,
+        "succeeded": states.get("succeeded", 0),
+        "failed_by_code": failed,
+        "executed_more_than_once": more_than_once,
+        "images_delivered": int(delivered),
+        "usage_records": usage,
+        "usage_records_duplicated": duplicate_usage,
+        "quota_left": {tenant: int(left) for tenant, left in quota},
+        "client_statuses": {str(k): v for k, v in sorted(load.statuses.items(), key=str)},
+        "503_without_retry_after": load.retry_after_missing,
+        "503_span_seconds": round(unavailable_span, 1),
+        "bystander_p95_baseline_s": round(pct(baseline, 0.95), 3),
+        "bystander_p95_during_s": round(pct(during, 0.95), 3),
+        "bystander_requests": len(load.bystander),
+        "slots_still_held": int(in_flight),
+        "canceled_jobs_still_holding": held,
+        "recorded_images_without_file": missing_files,
+        **notes,
+    }
+    total_reserved = int(reserved)
+    problems = []
+    if load.statuses.get(500):
+        problems.append(f"{load.statuses[500]} responses were 500")
+    if load.retry_after_missing:
+        problems.append("a 503 without Retry-After")
+    if sum(states.get(s, 0) for s in TERMINAL) != sum(states.values()):
+        problems.append("jobs not finished")
+    if int(delivered) != usage or duplicate_usage:
+        problems.append("images delivered != usage records (billed twice or unbilled)")
+    if in_flight:
+        problems.append(f"{in_flight} concurrency slots leaked")
+    if total_reserved != int(delivered):
+        problems.append(f"quota reserved {total_reserved} != images delivered {delivered}")
+    if missing_files:
+        problems.append(f"{missing_files} recorded images lost their file")
+    result["problems"] = problems
+    return result
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --- scenarios -------------------------------------------------------------------------------
+def scenario_kill(stack: ChaosStack, load: Load) -> dict:
+    """SIGKILL, one at a time: every qcluster worker, the monitor, the pusher, the sentinel, and a
+    gunicorn worker. After each, a bystander job must succeed within 60 s."""
+    time.sleep(8)
+    kids = stack.worker_children()
+    roles = {f"worker-{i}": pid for i, pid in enumerate(kids[: stack.workers])}
+    roles["monitor"], roles["pusher"] = kids[stack.workers], kids[stack.workers + 1]
+    recovery: dict[str, float] = {}
+    for role in [*roles, "sentinel", "web-worker"]:
+        if role == "sentinel":
+            pid = stack.sentinel()
+        elif role == "web-worker":
+            pid = stack.web_workers()[0]
+        else:
+            pid = roles[role]
+            # a respawned process takes the role of the one killed before it
+            current = stack.worker_children()
+            if pid not in current:
+                pid = current[0] if role.startswith("worker") else current[-1]
+        killed_at = time.time()
+        _kill(pid)
+        print(f"  SIGKILL {role} (pid {pid})", flush=True)
+        recovery[role] = _time_to_next_bystander_success(load, killed_at, 60)
+    return {"recovery_seconds": recovery, "max_recovery_seconds": max(recovery.values())}
+
+
+def _time_to_next_bystander_success(load: Load, since: float, timeout: float) -> float:
+    deadline = time.time() + timeout + 30
+    while time.time() < deadline:
+        with load.lock:
+            done = [t + s for t, s, code in load.bystander if t >= since and code == 200]
+        if done:
+            return round(min(done) - since, 1)
+        time.sleep(0.5)
+    return float("inf")
+
+
+def scenario_redis(stack: ChaosStack, load: Load) -> dict:
+    time.sleep(8)
+    stack.redis_stop()
+    print("  redis-server stopped", flush=True)
+    time.sleep(30)
+    stack.redis_start()
+    print("  redis-server started", flush=True)
+    return {"redis_down_seconds": 30}
+
+
+def scenario_postgres(stack: ChaosStack, load: Load) -> dict:
+    time.sleep(8)
+    started = time.time()
+    stack.pg_stop("fast")
+    print("  PostgreSQL stopped", flush=True)
+    time.sleep(3)
+    stack.pg_start()
+    print(f"  PostgreSQL started ({time.time() - started:.1f} s down)", flush=True)
+    return {"postgres_down_seconds": round(time.time() - started, 1)}
+
+
+def prepare_upstream(stack: ChaosStack) -> None:
+    """A second route for the fast tier, on its own fake upstream that answers 30% 5xx/429, 10%
+    wrong-shaped 200s and 5% truncated 200s; the first route stays healthy."""
+    stack.fake_upstream(
+        "fake_upstream_2",
+        stack.fake2_port,
+        "--error-rate",
+        "0.3",
+        "--faults",
+        "wrong_shape:0.1,truncated:0.05",
+    )
+    stack.wait_port(stack.fake2_port)
+    stack.manage(
+        "shell",
+        "-c",
+        "from generation.models import ProviderAccount, Route;"
+        "healthy = Route.objects.filter(account__name='gemini-api', tier='fast').first();"
+        "account = ProviderAccount.objects.get(name='gemini-api');"
+        "account.pk = None; account.name = 'gemini-faulty';"
+        f"account.base_url = 'http://127.0.0.1:{stack.fake2_port}'; account.save();"
+        "Route.objects.create(tier=healthy.tier, position=healthy.position, account=account,"
+        " model=healthy.model, options=healthy.options)",
+    )
+
+
+def scenario_upstream(stack: ChaosStack, load: Load) -> dict:
+    time.sleep(8)
+    return {}
+
+
+def upstream_failovers(stack: ChaosStack) -> dict:
+    with _db(stack) as conn:
+        rows = conn.execute("SELECT attempts_log FROM generation_job WHERE status = 'succeeded'").fetchall()
+    failed_attempts = sum(1 for (log,) in rows for attempt in log if not attempt.get("ok"))
+    rescued = sum(1 for (log,) in rows if any(not attempt.get("ok") for attempt in log))
+    return {"failed_upstream_attempts": failed_attempts, "jobs_rescued_by_retry_or_failover": rescued}
+
+
+SCENARIOS = {
+    "kill": scenario_kill,
+    "redis": scenario_redis,
+    "postgres": scenario_postgres,
+    "upstream": scenario_upstream,
+}
+PREPARE = {"upstream": prepare_upstream}
+
+
+def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
+    stack = ChaosStack(workdir)
+    print(f"scenario {name}: stack in {workdir}", flush=True)
+    try:
+        stack.pg_init()
+        stack.redis_start()
+        stack.prepare()
+        if name in PREPARE:
+            PREPARE[name](stack)
+        stack.up()
+        load = Load(stack, jobs=jobs, rate=rate)
+        joiner = load.run()
+        fault_start = time.time() + 8
+        notes = SCENARIOS[name](stack, load)
+        fault_end = time.time()
+        joiner.join()
+        time.sleep(5)  # the bystander's last calls after the fault
+        load.stop.set()
+        left = wait_terminal(stack, load.submitted, 180)
+        result = report(name, stack, load, (fault_start, fault_end), notes)
+        if left:
+            result["problems"].append(f"{left} jobs still open after 180 s")
+        if name == "upstream":
+            result.update(upstream_failovers(stack))
+            if result["failed_by_code"]:
+                result["problems"].append("client-visible failures while the healthy route had capacity")
+        if name == "kill" and result.get("max_recovery_seconds", 0) > 60:
+            result["problems"].append("service did not continue within 60 s")
+        if name == "postgres" and result["503_span_seconds"] > 15:
+            result["problems"].append("503s for more than a few seconds")
+        return result
+    finally:
+        stack.down()
+        if not keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
+    parser.add_argument("--short", action="store_true", help="CI: 120 jobs per scenario instead of 300")
+    parser.add_argument("--keep", action="store_true", help="keep the stack's directory (logs)")
+    args = parser.parse_args()
+    jobs, rate = (120, 6.0) if args.short else (300, 6.0)
+    results = []
+    for name in args.scenario or list(SCENARIOS):
+        result = run_scenario(name, jobs=jobs, rate=rate, keep=args.keep)
+        results.append(result)
+        print(json.dumps(result, indent=2), flush=True)
+    out = Path("var") / "chaos"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"result-{int(time.time())}.json").write_text(json.dumps(results, indent=2))
+    bad = [r for r in results if r["problems"]]
+    for r in results:
+        print(f"{r['scenario']}: {'FAIL ' + '; '.join(r['problems']) if r['problems'] else 'ok'}")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
