@@ -147,6 +147,10 @@ class Stack:
                 "WEB_CONCURRENCY": str(self.args.web_processes),
                 "WEB_THREADS": str(self.args.web_threads),
                 "Q_WORKERS": str(self.args.workers),
+                # One organization with 128 clients that all wait for their images, by design:
+                # the per-process/per-organization caps on parked waits would answer 202/429.
+                "WAIT_MAX_PARKED_PER_PROCESS": "1000",
+                "WAIT_MAX_PARKED_PER_ORGANIZATION": "1000",
             }
         )
         if self.args.profile == "production":
