@@ -588,6 +588,7 @@ def load_phase(stack: Stack, meter: Meter, sampler, spec: dict, key: str, client
         "peak_rss_mb": round(sampler.peak / 2**20, 1),
         "peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
         "pss_mb_over_phase": sampler.quartiles_mb(),
+        "pss_mb_web_worker_first_last": sampler.first_last_by_root_mb(),
         "errors": _errors(results),
     }
 
@@ -611,6 +612,7 @@ class PhaseSampler(MemorySampler):
     def reset(self) -> None:
         self.peak = self.peak_pss = self.first_pss = self.last_pss = 0
         self.series: list[int] = []
+        self.series_by_root: list[list[int]] = []
 
     def quartiles_mb(self) -> list[float]:
         """PSS at 0, 25, 50, 75 and 100% of the phase: flat means no growth."""
@@ -619,12 +621,20 @@ class PhaseSampler(MemorySampler):
         last = len(self.series) - 1
         return [round(self.series[round(last * q)] / 2**20, 1) for q in (0, 0.25, 0.5, 0.75, 1)]
 
+    def first_last_by_root_mb(self) -> list[list[float]]:
+        """[[web first, web last], [worker first, worker last]] PSS in MB."""
+        if not self.series_by_root:
+            return []
+        first, last = self.series_by_root[0], self.series_by_root[-1]
+        return [[round(a / 2**20, 1), round(b / 2**20, 1)] for a, b in zip(first, last, strict=True)]
+
     def run(self):
         while not self.stop_flag.wait(1.0):
             pids = process_tree(self.roots)
             self.peak = max(self.peak, rss_bytes(pids))
             self.last_pss = pss_bytes(pids)
             self.series.append(self.last_pss)
+            self.series_by_root.append([pss_bytes(process_tree([root])) for root in self.roots])
             self.first_pss = self.first_pss or self.last_pss
             self.peak_pss = max(self.peak_pss, self.last_pss)
 
