@@ -650,8 +650,12 @@ def upstream_load(port: int, clients: int, seconds: float) -> tuple[list, float]
             body = json.dumps(UPSTREAM_BODY).encode()
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
-                status, payload = await conn.post(UPSTREAM["path"], body, headers)
-                results.append((time.perf_counter() - started, status == 200, status))
+                try:
+                    status, payload = await conn.post(UPSTREAM["path"], body, headers)
+                    results.append((time.perf_counter() - started, status == 200, status))
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    results.append((time.perf_counter() - started, False, type(exc).__name__))
+                    conn = Connection("127.0.0.1", port)
 
         started = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(clients)))
@@ -719,6 +723,7 @@ def main() -> None:
         up_ok = sum(1 for _, ok, _ in up if ok)
         result["upstream_only"].update(
             {
+                "errors": _errors(up),
                 "images_per_s": round(up_ok / up_elapsed, 1),
                 "cpu_ms_per_image": round(
                     (cpu1["fake_upstream"] - cpu0["fake_upstream"]) * 1000 / max(1, up_ok), 2
