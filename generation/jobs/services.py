@@ -49,7 +49,7 @@ from tenants.errors import NotFound
 from tenants.ids import new_public_id
 from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
 from tenants.models import ApiKey, Organization
-from tenants.selectors import billing_period_start, organization_limits
+from tenants.selectors import organization_limits
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +133,10 @@ def job_submit(
     params = request.to_json()
     if plan.notice:
         params["model_notice"] = plan.notice
-    now = timezone.now()
-    period = billing_period_start(now) if livemode else None
     try:
         with transaction.atomic():
-            # The INSERT first, the two per-organization counters last: their rows are hot (every
-            # submit and finish of the organization updates them) and stay locked until COMMIT,
-            # so nothing else may run between them and the COMMIT. A refused reservation rolls
-            # the INSERT back with it.
+            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            concurrency_acquire(organization=organization)
             job = Job.objects.create(
                 **({"public_id": public_id} if public_id else {}),
                 organization=organization,
@@ -157,13 +153,10 @@ def job_submit(
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 quota_period=period,
-                enqueued_at=now,
+                enqueued_at=timezone.now(),
                 batch=batch,
                 custom_id=custom_id,
             )
-            if livemode:
-                quota_reserve(organization=organization, images=request.count, now=now)
-            concurrency_acquire(organization=organization)
             transaction.on_commit(partial(events.job_queued, public_id=job.public_id))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the insert
@@ -382,7 +375,9 @@ def job_succeed(
     UsageRecord.objects.bulk_create(records)
     if announce:
         _finished(job, rows, **fields)
-    _release(job, delivered=len(delivered))  # last: hot rows, locked until COMMIT (see job_submit)
+    # Last: the per-organization rows are updated by every submit and finish and stay locked until
+    # COMMIT, so nothing else should run between their UPDATE and the COMMIT.
+    _release(job, delivered=len(delivered))
 
 
 @transaction.atomic
