@@ -13,12 +13,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_published_document_wakes_the_waiter_without_reading_the_database(use_redis):
-    checks = []
+    checks: list[int] = []
+
+    def is_done() -> bool:
+        checks.append(1)
+        return False
+
     document = {"id": "gen_notified", "status": "succeeded"}
     with job_waiter("gen_notified") as waiter:
         threading.Timer(0.2, job_finished_publish, args=("gen_notified", document)).start()
         started = time.monotonic()
-        result = waiter.wait(timeout=5, is_done=lambda: checks.append(1) or False)
+        result = waiter.wait(timeout=5, is_done=is_done)
     assert result == document
     assert time.monotonic() - started < 2
     assert checks == []

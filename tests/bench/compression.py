@@ -32,6 +32,7 @@ import zlib
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -98,7 +99,7 @@ def list_body() -> bytes:
     return json.dumps({"object": "list", "data": [job] * 100, "has_more": True}).encode()
 
 
-def cpu_ms(fn, *args) -> tuple[float, object]:
+def cpu_ms(fn, *args) -> tuple[float, Any]:
     timings, result = [], None
     for _ in range(REPEATS):
         start = time.process_time()

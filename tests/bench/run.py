@@ -261,17 +261,19 @@ class Stack:
 class Connection:
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.reader = self.writer = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self.writer is None:
+        if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
         head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.writer.write(head.encode() + body)
+        writer.write(head.encode() + body)
         try:
-            status_line = await self.reader.readuntil(b"\r\n")
-            raw_headers = await self.reader.readuntil(b"\r\n\r\n")
+            status_line = await reader.readuntil(b"\r\n")
+            raw_headers = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             self.writer = None
             raise
@@ -280,7 +282,7 @@ class Connection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        payload = await self.reader.readexactly(length)
+        payload = await reader.readexactly(length)
         return int(status_line.split()[1]), payload
 
 
@@ -379,7 +381,8 @@ async def post_json(conn: Connection, path: str, payload: dict, key: str) -> tup
 
 async def sequential(port: int, spec: dict, key: str, requests: int, n: int = 1) -> list:
     """One client, one request after the other: the latency one request sees, nothing queued."""
-    conn, results = Connection("127.0.0.1", port), []
+    conn = Connection("127.0.0.1", port)
+    results: list[tuple[float, bool, int | str]] = []
     for i in range(requests):
         started = time.perf_counter()
         try:
@@ -417,7 +420,7 @@ UPSTREAM_BODY = {
     "contents": [{"role": "user", "parts": [{"text": "baseline"}]}],
     "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "1:1"}},
 }
-UPSTREAM = {
+UPSTREAM: dict = {
     "path": "/v1beta/models/gemini-3.1-flash-image:generateContent",
     "body": lambda prompt, n: UPSTREAM_BODY,
     "ok": b'"inlineData"',
