@@ -500,9 +500,11 @@ def job_succeed(
     ]
     Image.objects.bulk_create(rows)
     UsageRecord.objects.bulk_create(records)
-    _release(job, delivered=len(delivered), amount=amount)
     if announce:
         _finished(job, rows, **fields)
+    # Last: the per-organization rows are updated by every submit and finish and stay locked until
+    # COMMIT, so nothing else should run between their UPDATE and the COMMIT.
+    _release(job, delivered=len(delivered), amount=amount)
 
 
 @transaction.atomic
@@ -535,8 +537,8 @@ def job_fail(
     )
     updated = Job.objects.filter(claimed, pk=job.pk).update(**fields)
     if updated:
-        _release(job, delivered=0)
         _finished(job, [], **fields)
+        _release(job, delivered=0)
     return bool(updated)
 
 

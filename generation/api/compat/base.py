@@ -8,11 +8,14 @@ stored file is what was billed and what `GET /v1/generations/{id}` serves.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
+import orjson
 import pybase64
 from django.conf import settings
+from django.http import HttpResponse
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
@@ -92,13 +95,53 @@ class CompatAPIView(OrganizationScopedAPIView):
         return document
 
 
-def image_base64(image: dict) -> str:
-    """A delivered image of a job document, base64-encoded (SIMD base64: ~0.1 ms per MB)."""
-    with image_open(image["storage_path"]) as file:
-        return pybase64.b64encode(file.read()).decode("ascii")
+class InlineImage:
+    """A stored image to be sent inline as base64 in a JSON answer (see image_json_response)."""
+
+    __slots__ = ("storage_path",)
+
+    def __init__(self, storage_path: str) -> None:
+        self.storage_path = storage_path
+
+    def base64(self) -> bytes:
+        """SIMD base64 straight from the file's bytes: ~0.1 ms per MB, and no `str` in between."""
+        with image_open(self.storage_path) as file:
+            return pybase64.b64encode(file.read())
 
 
-def uncompressed(response: Response) -> Response:
+def image_base64(image: dict) -> InlineImage:
+    """A delivered image of a job document, to be base64-encoded into the answer."""
+    return InlineImage(image["storage_path"])
+
+
+def image_json_response(body: dict, *, headers: dict[str, str]) -> HttpResponse:
+    """A JSON answer that carries images inline, built without running the megabytes of base64
+    through a JSON encoder: the small document is encoded by orjson with a placeholder per image,
+    and each image's base64 (JSON-safe: `A-Za-z0-9+/=`) is spliced in between the pieces. One
+    copy of each image into the answer instead of a `str`, an escaped `str` and its encoding
+    (a ~2 MB body costs ~0.5 ms instead of ~8 ms and a third of the memory). Sent uncompressed,
+    see `uncompressed`."""
+    images: list[InlineImage] = []
+    marker = f"ig-inline-{uuid.uuid4().hex}-"
+
+    def placeholder(value):
+        if isinstance(value, InlineImage):
+            images.append(value)
+            return f"{marker}{len(images) - 1}"
+        raise TypeError(f"cannot encode {type(value).__name__}")
+
+    encoded = orjson.dumps(body, default=placeholder)
+    pieces: list[bytes] = []
+    rest = encoded
+    for index, image in enumerate(images):
+        before, _, rest = rest.partition(f'"{marker}{index}"'.encode())
+        pieces += [before, b'"', image.base64(), b'"']
+    pieces.append(rest)
+    response = HttpResponse(b"".join(pieces), content_type="application/json", headers=headers)
+    return uncompressed(response)
+
+
+def uncompressed(response: HttpResponse) -> HttpResponse:
     """Base64 image payloads are sent as is: gzip costs tens of ms of CPU per image and saves about
     a quarter of the bytes (tests/bench/compression.py). `no-transform` asks proxies not to
     re-encode them either."""

@@ -18,11 +18,10 @@ the tier decides how the model thinks) are accepted and documented here as havin
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework.response import Response
 
 from tenants.errors import ImagegateError, InvalidRequest
 
-from .base import CompatAPIView, image_base64, uncompressed
+from .base import CompatAPIView, image_base64, image_json_response
 from .errors import render_google_error
 
 SAFETY_SETTINGS = {
@@ -417,10 +416,9 @@ class PredictView(GoogleAPIView):
     def post(self, request, model: str, version: str = "v1beta"):
         native, options = predict_native_request(request.data)
         document = self.generate(self.native_request({**native, "model": model}))
-        response = Response(
+        return image_json_response(
             predictions(document, **options), headers={"x-imagegate-generation-id": document["id"]}
         )
-        return uncompressed(response)
 
 
 class GenerateContentView(GoogleAPIView):
@@ -445,7 +443,6 @@ class GenerateContentView(GoogleAPIView):
             elif error.param in ("images", "inputs"):
                 error.param = "contents"
             raise
-        response = Response(
+        return image_json_response(
             generate_content_response(document), headers={"x-imagegate-generation-id": document["id"]}
         )
-        return uncompressed(response)

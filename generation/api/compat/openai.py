@@ -30,16 +30,16 @@ from __future__ import annotations
 import io
 from datetime import datetime
 
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from PIL import Image as PILImage
 from rest_framework import serializers
-from rest_framework.response import Response
 
 from generation.api.files import multipart_of, upload_read
 from generation.documents import job_render
 from tenants.errors import InvalidRequest
 
-from .base import CompatAPIView, image_base64, uncompressed
+from .base import CompatAPIView, image_base64, image_json_response
 from .errors import ContentFiltered, render_openai_error
 
 SIZES = {
@@ -229,7 +229,7 @@ class ImageEditView(ImageGenerationView):
         return images_response(document, response_format=serializer.validated_data.get("response_format"))
 
 
-def images_response(document: dict, *, response_format: str | None) -> Response:
+def images_response(document: dict, *, response_format: str | None) -> HttpResponse:
     """`{created, data: [{b64_json | url}], ...}` for the delivered images; all filtered is an error."""
     delivered = [image for image in document["images"] if not image["filtered"]]
     if not delivered:
@@ -251,8 +251,7 @@ def images_response(document: dict, *, response_format: str | None) -> Response:
         "output_format": document["output_format"],
         "size": f"{first['width']}x{first['height']}" if first["width"] else None,
     }
-    response = Response(body, headers={"x-imagegate-generation-id": document["id"]})
-    return uncompressed(response)
+    return image_json_response(body, headers={"x-imagegate-generation-id": document["id"]})
 
 
 def _unix(iso: str | None) -> int:
