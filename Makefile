@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Local development defaults; production sets its own environment (see README).
 export DEBUG ?= 1
 
-.PHONY: install run test lint format bench migrate
+.PHONY: install run test lint format bench migrate wheel-check fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy tenants billing
+	$(BIN)/lint-imports
+	$(BIN)/mypy tenants billing generation dashboard config tests
+
+# The long form of the CI fuzzing (tests/test_fuzz_api.py): random, many cases per operation.
+fuzz: $(STAMP)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_RANDOM=1 $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/test_fuzz_api.py tests/test_input_battery.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -44,3 +50,9 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 	$(BIN)/python tests/bench/compression.py
 	$(BIN)/python tests/bench/batch_fairness.py
+	$(BIN)/python tests/bench/billing_outbox.py $(BILLING_BENCH_ARGS)
+
+# The wheel ships the product only: no fake servers, no tests.
+wheel-check: $(STAMP)
+	rm -rf var/wheel build && $(BIN)/python -m pip wheel --quiet --no-deps -w var/wheel .
+	$(BIN)/python -c "import sys, zipfile, glob; names = zipfile.ZipFile(glob.glob('var/wheel/*.whl')[0]).namelist(); bad = [n for n in names if n.startswith(('fakes/', 'tests/')) or 'fake' in n.split('/')[-1]]; print(len(names), 'files in the wheel;', 'fakes/tests:', bad or 'none'); sys.exit(1 if bad else 0)"

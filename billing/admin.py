@@ -1,5 +1,6 @@
-"""Operator admin for billing: the usage ledger (read-only, with its outbox state), revenue, upstream
-cost and margin per organization and month, billing accounts, processed Stripe events and meters."""
+"""Operator admin for billing: the usage ledger (read-only, with its outbox state), the meter reports
+that carried it to Stripe, billing alerts, revenue, upstream cost and margin per organization and
+month, billing accounts, processed Stripe events and meters."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import BillingAccount, BillingMeter, OrganizationMonthlySummary, StripeEvent, UsageRecord
+from billing.models import (
+    BillingAccount,
+    BillingAlert,
+    BillingMeter,
+    MeterReport,
+    OrganizationMonthlySummary,
+    StripeEvent,
+    UsageRecord,
+)
+from billing.outbox import EXPIRY_MARGIN, STRIPE_TIMESTAMP_LIMIT, meter_report_confirm
 from billing.selectors import usage_overdue
 from tenants.selectors import billing_period_end, billing_period_start
 
@@ -28,13 +38,23 @@ class OutboxFilter(admin.SimpleListFilter):
                 f"Approaching Stripe's 35-day limit (> {settings.BILLING_OUTBOX_ALERT_AGE_DAYS} days)",
             ),
             ("retrying", "Retrying after an error"),
+            ("waiting", "Waiting (no meter report yet: no billable subscription, or next run)"),
         ]
 
     def queryset(self, request, queryset):
         if self.value() == "overdue":
             return queryset.filter(pk__in=usage_overdue().values("pk"))
         if self.value() == "retrying":
-            return queryset.filter(report_status=UsageRecord.ReportStatus.PENDING, report_attempts__gt=0)
+            return queryset.filter(
+                report_status=UsageRecord.ReportStatus.PENDING, meter_report__attempts__gt=0
+            )
+        if self.value() == "waiting":
+            return queryset.filter(
+                report_status=UsageRecord.ReportStatus.PENDING,
+                meter_report__isnull=True,
+                livemode=True,
+                amount__gt=0,
+            )
         return queryset
 
 
@@ -54,8 +74,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "upstream_cost",
         "created_at",
         "report_status",
-        "report_attempts",
-        "next_attempt_at",
+        "meter_report",
+        "reported_at",
     )
     list_filter = (
         "report_status",
@@ -66,9 +86,15 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "model",
         ("organization", admin.RelatedOnlyFieldListFilter),
     )
-    search_fields = ("public_id", "job_public_id", "image_public_id", "organization__name")
+    search_fields = (
+        "public_id",
+        "job_public_id",
+        "image_public_id",
+        "organization__name",
+        "meter_report__public_id",
+    )
     date_hierarchy = "created_at"
-    list_select_related = ("organization", "api_key")
+    list_select_related = ("organization", "api_key", "meter_report")
     actions = ("retry_now",)
 
     def get_readonly_fields(self, request, obj=None):
@@ -92,14 +118,110 @@ class UsageRecordAdmin(admin.ModelAdmin):
             )
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Report again now (pending and failed records)")
+    @admin.action(description="Report again now (failed records still within Stripe's 35 days)")
     def retry_now(self, request, queryset):
+        """Failed records go back to the outbox without a report (they were never counted); records
+        already in a report are retried through it (Meter reports)."""
+        reportable = timezone.now() - STRIPE_TIMESTAMP_LIMIT + EXPIRY_MARGIN
         count = queryset.filter(
-            report_status__in=[UsageRecord.ReportStatus.PENDING, UsageRecord.ReportStatus.FAILED]
-        ).update(report_status=UsageRecord.ReportStatus.PENDING, next_attempt_at=None)
+            report_status=UsageRecord.ReportStatus.FAILED,
+            meter_report__isnull=True,
+            created_at__gte=reportable,
+        ).update(report_status=UsageRecord.ReportStatus.PENDING, last_error="")
         self.message_user(
             request, f"{count} record(s) will be reported on the next outbox run.", messages.SUCCESS
         )
+
+
+class UsageRecordInline(admin.TabularInline):
+    model = UsageRecord
+    fields = ("public_id", "job_public_id", "image_public_id", "billed_tier", "amount", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(MeterReport)
+class MeterReportAdmin(admin.ModelAdmin):
+    """One Stripe meter event each; its usage records are listed on its page (the audit trail)."""
+
+    list_display = (
+        "public_id",
+        "organization",
+        "tier",
+        "bucket_start",
+        "value",
+        "amount",
+        "status",
+        "confirmation",
+        "attempts",
+        "in_doubt_since",
+        "next_attempt_at",
+    )
+    list_filter = ("status", "confirmation", "tier", ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("public_id", "stripe_customer_id", "organization__name")
+    date_hierarchy = "bucket_start"
+    list_select_related = ("organization",)
+    inlines = (UsageRecordInline,)
+    actions = ("mark_counted", "send_again")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Stripe counted these (checked by hand): confirm without resending")
+    def mark_counted(self, request, queryset):
+        count = 0
+        for report in queryset.filter(status__in=[MeterReport.Status.RECONCILE, MeterReport.Status.PENDING]):
+            count += meter_report_confirm(report=report, confirmation="operator")
+        self.message_user(request, f"{count} report(s) confirmed.", messages.SUCCESS)
+
+    @admin.action(description="Stripe did not count these (checked by hand): send again")
+    def send_again(self, request, queryset):
+        count = queryset.filter(status=MeterReport.Status.RECONCILE).update(
+            status=MeterReport.Status.PENDING, in_doubt_since=None, next_attempt_at=None
+        )
+        self.message_user(
+            request, f"{count} report(s) will be sent on the next outbox run.", messages.SUCCESS
+        )
+
+
+@admin.register(BillingAlert)
+class BillingAlertAdmin(admin.ModelAdmin):
+    list_display = (
+        "kind",
+        "organization",
+        "tier",
+        "period_start",
+        "images",
+        "amount",
+        "ledger_value",
+        "stripe_value",
+        "updated_at",
+        "resolved_at",
+    )
+    list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter))
+    search_fields = ("organization__name", "message")
+    list_select_related = ("organization",)
+    actions = ("resolve",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Mark resolved (handled)")
+    def resolve(self, request, queryset):
+        count = queryset.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())
+        self.message_user(request, f"{count} alert(s) resolved.", messages.SUCCESS)
 
 
 def _recent_months(count: int = 12) -> list[date]:

@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.models import BillingAccount, UsageRecord
+from billing.models import BillingAccount, BillingAlert, MeterReport, UsageRecord
 from tenants.models import ALL_TIERS, Organization
 from tenants.selectors import billing_period_end, billing_period_start, organization_payment_blocked
 
@@ -169,6 +169,11 @@ class UsageRow:
     amount: Decimal
 
 
+# Usage queries end at the day after `end` and default to whole months: dates this late would
+# overflow `date` (year 10000), so inputs after it are refused as invalid instead.
+LATEST_USAGE_DATE = date(9998, 12, 31)
+
+
 def organization_usage(*, organization: Organization, start: date, end: date) -> list[UsageRow]:
     """Images and amount per UTC day, billed tier and key, for start..end inclusive (live and test)."""
     rows = (
@@ -202,3 +207,58 @@ def usage_overdue(*, now: datetime | None = None) -> QuerySet[UsageRecord]:
         amount__gt=0,
         created_at__lt=now - timedelta(days=settings.BILLING_OUTBOX_ALERT_AGE_DAYS),
     )
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """What the operator page shows about usage on its way to Stripe."""
+
+    unconfirmed_images: int
+    oldest_unconfirmed_at: datetime | None
+    lag_seconds: float
+    waiting_images: int  # no billable subscription yet
+    reports_in_doubt: int
+    reports_to_reconcile: int
+    unreportable_images: int
+    unreportable_amount: Decimal
+
+
+def billing_outbox_status(*, now: datetime | None = None) -> OutboxStatus:
+    """Two aggregate queries: one over the ledger rows not yet at Stripe, one over meter reports."""
+    now = now or timezone.now()
+    pending = Q(report_status=UsageRecord.ReportStatus.PENDING)
+    billable = BillingAccount.objects.filter(
+        subscription_status__in=BillingAccount.BILLABLE_STATUSES
+    ).exclude(stripe_customer_id="")
+    waiting = (
+        pending & Q(meter_report__isnull=True) & ~Q(organization_id__in=billable.values("organization_id"))
+    )
+    failed = Q(report_status=UsageRecord.ReportStatus.FAILED)
+    usage = UsageRecord.objects.filter(pending | failed, livemode=True, amount__gt=0).aggregate(
+        images=Count("id", filter=pending),
+        oldest=Min("created_at", filter=pending),
+        waiting=Count("id", filter=waiting),
+        failed_images=Count("id", filter=failed),
+        failed_amount=Sum("amount", filter=failed),
+    )
+    reports = MeterReport.objects.filter(
+        status__in=[MeterReport.Status.PENDING, MeterReport.Status.RECONCILE]
+    ).aggregate(
+        in_doubt=Count("id", filter=Q(status=MeterReport.Status.PENDING, in_doubt_since__isnull=False)),
+        reconcile=Count("id", filter=Q(status=MeterReport.Status.RECONCILE)),
+    )
+    oldest = usage["oldest"]
+    return OutboxStatus(
+        unconfirmed_images=usage["images"],
+        oldest_unconfirmed_at=oldest,
+        lag_seconds=(now - oldest).total_seconds() if oldest else 0.0,
+        waiting_images=usage["waiting"],
+        reports_in_doubt=reports["in_doubt"],
+        reports_to_reconcile=reports["reconcile"],
+        unreportable_images=usage["failed_images"],
+        unreportable_amount=usage["failed_amount"] or ZERO,
+    )
+
+
+def billing_alerts_open(*, limit: int = 50) -> list[BillingAlert]:
+    return list(BillingAlert.objects.open().select_related("organization").order_by("-updated_at")[:limit])

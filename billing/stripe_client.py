@@ -15,6 +15,7 @@ import functools
 import json
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -248,6 +249,21 @@ def meter_event_create(
             options={"idempotency_key": idempotency_key, "max_network_retries": 0},
         )
     return _plain(event)
+
+
+def meter_event_summary(*, meter_id: str, customer_id: str, start_time: int, end_time: int) -> int:
+    """What Stripe has aggregated for one customer on one meter in [start_time, end_time) (minute-
+    aligned unix seconds). Stripe processes meter events asynchronously: recent events may be missing."""
+    params: dict[str, Any] = {
+        "customer": customer_id,
+        "start_time": start_time,
+        "end_time": end_time,
+        "limit": 100,
+    }
+    with _translated():
+        page = get_client().v1.billing.meters.event_summaries.list(meter_id, params=params)  # type: ignore[arg-type]
+        total = sum(Decimal(str(summary.aggregated_value)) for summary in page.auto_paging_iter())
+    return int(total)
 
 
 # --- Webhooks ----------------------------------------------------------------------------------

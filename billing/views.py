@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -17,12 +19,15 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing import errors, selectors, services, stripe_client
+from billing.forms import SpendControlsForm
+from tenants import services as tenant_services
 from tenants.access import dashboard_access
 from tenants.api import OrganizationScopedAPIView
-from tenants.errors import InvalidRequest
+from tenants.errors import EmailNotVerified, InvalidRequest
 from tenants.models import ALL_TIERS, Organization, Plan
 from tenants.schema import ERRORS
-from tenants.selectors import billing_period_end, billing_period_start
+from tenants.selectors import billing_period_end, billing_period_start, organization_spend_status
+from tenants.services import user_require_verified_email
 
 MAX_USAGE_RANGE_DAYS = 366
 TIER_ORDER = {tier: index for index, tier in enumerate(ALL_TIERS)}
@@ -71,7 +76,10 @@ def _not_configured(request, organization) -> HttpResponse:
 @login_required
 @require_GET
 def billing_overview(request: HttpRequest) -> HttpResponse:
-    organization = _billing_organization(request)
+    return _overview(request, _billing_organization(request))
+
+
+def _overview(request: HttpRequest, organization: Organization, *, spend_form=None) -> HttpResponse:
     account = selectors.billing_account_get(organization=organization)
     plans = [plan for plan in Plan.objects.all() if services.plan_is_paid(plan)]
     return render(
@@ -86,8 +94,34 @@ def billing_overview(request: HttpRequest) -> HttpResponse:
             "preview": selectors.organization_invoice_preview(organization=organization),
             "grace_ends_at": selectors.payment_grace_ends_at(account=account),
             "blocked": selectors.live_generation_blocked(organization=organization),
+            "spend": organization_spend_status(organization=organization, api_key=None),
+            "spend_form": spend_form
+            or SpendControlsForm(
+                initial={
+                    "monthly_spend_cap": organization.monthly_spend_cap,
+                    "spend_alert_thresholds": ", ".join(str(t) for t in organization.spend_alert_thresholds),
+                }
+            ),
         },
+        status=400 if spend_form is not None else 200,
     )
+
+
+@login_required
+@require_POST
+def billing_spend_controls(request: HttpRequest) -> HttpResponse:
+    """The organization's monthly spend cap and alert thresholds (owners and admins)."""
+    organization = _billing_organization(request)
+    form = SpendControlsForm(request.POST)
+    if not form.is_valid():
+        return _overview(request, organization, spend_form=form)
+    tenant_services.organization_spend_controls_set(
+        organization=organization,
+        monthly_spend_cap=form.cleaned_data["monthly_spend_cap"],
+        alert_thresholds=form.cleaned_data["spend_alert_thresholds"],
+    )
+    messages.success(request, "Spend controls saved.")
+    return HttpResponseSeeOther(reverse("billing:overview") + f"?organization={organization.public_id}")
 
 
 @login_required
@@ -98,6 +132,10 @@ def billing_checkout(request: HttpRequest) -> HttpResponse:
         return _not_configured(request, organization)
     code = request.POST.get("plan", "").strip()
     plan = Plan.objects.filter(code=code).first() if code else None
+    try:
+        user_require_verified_email(user=request.user)
+    except EmailNotVerified as exc:
+        return _message(request, organization, "Verify your e-mail address", exc.message, status=403)
     try:
         if plan is None:
             raise InvalidRequest("Choose a plan to subscribe to.", param="plan")
@@ -151,9 +189,21 @@ def billing_cancel(request: HttpRequest) -> HttpResponse:
 # --- API: GET /v1/usage ------------------------------------------------------------------------
 
 
+def _usage_date(value: date) -> date:
+    if value > selectors.LATEST_USAGE_DATE:
+        raise serializers.ValidationError(f"Dates must be on or before {selectors.LATEST_USAGE_DATE}.")
+    return value
+
+
 class UsageQuerySerializer(serializers.Serializer):
     start = serializers.DateField(required=False, input_formats=["%Y-%m-%d"])
     end = serializers.DateField(required=False, input_formats=["%Y-%m-%d"])
+
+    def validate_start(self, value: date) -> date:
+        return _usage_date(value)
+
+    def validate_end(self, value: date) -> date:
+        return _usage_date(value)
 
     def validate(self, attrs):
         start: date | None = attrs.get("start")

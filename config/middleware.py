@@ -5,6 +5,7 @@ import logging
 import re
 import uuid
 
+from django.conf import settings
 from django.middleware.gzip import GZipMiddleware
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -57,3 +58,24 @@ class JsonGZipMiddleware(GZipMiddleware):
         ):
             return response
         return super().process_response(request, response)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Sends CONTENT_SECURITY_POLICY on every HTML response that did not set its own.
+
+    A fixed policy, so a small middleware rather than django-csp: templates and static/js carry no
+    inline script, style or event handler, so no nonces are needed; a page that needs a different
+    policy (the third-party API docs page) sets the header itself.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.get("Content-Type", "").startswith("text/html")
+            and "Content-Security-Policy" not in response
+        ):
+            response["Content-Security-Policy"] = settings.CONTENT_SECURITY_POLICY
+        return response

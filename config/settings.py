@@ -19,6 +19,9 @@ SECRET_KEY = env_str("SECRET_KEY", "") or (
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is required when DEBUG is off")
+# Old keys still accepted when verifying signatures (sessions, signed image URLs, e-mail links) while
+# everything is re-signed with SECRET_KEY: rotate by moving the old key here (README "Security").
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # The address customers reach us at; used for signed image URLs and SDK snippets.
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -42,6 +45,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    # Before anything reads the body or looks a path up: size limits, NUL bytes, keys in URLs.
+    "tenants.middleware.RequestGuardMiddleware",
     "config.middleware.JsonGZipMiddleware",  # JSON only, never base64 image payloads (see its docstring)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -51,6 +56,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -194,7 +200,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tenants.parsers.JsonParser"],  # depth- and NUL-checked JSON
     "EXCEPTION_HANDLER": "tenants.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -206,11 +212,57 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "REDOC_DIST": "SIDECAR",  # docs assets served from our static files, never a CDN
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Several resources have a `status`; each choice set gets its own enum name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "generation.models.Job.Status",
+        "BatchStatusEnum": "generation.models.Batch.Status",
+        "WebhookDeliveryStatusEnum": "generation.models.WebhookDelivery.Status",
+    },
 }
 # `last_used_at` is written at most this often per key, to keep the hot path free of writes.
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60
 # Fallback window for the per-organization request limit.
 RATE_LIMIT_WINDOW_SECONDS = 60
+
+# --- Security (README "Security") -------------------------------------------------------------
+# Request bodies larger than this are refused with 413 before they are read; /v1/batches (JSONL or
+# multipart uploads of up to BATCH_MAX_REQUESTS lines) has its own, larger limit.
+REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024, minimum=1024)
+BATCH_BODY_MAX_BYTES = env_int("BATCH_BODY_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+# Deepest nesting of arrays/objects accepted in a JSON body (deeper is a 400, never a RecursionError).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32, minimum=4)
+# Reverse proxies in front of gunicorn that append to X-Forwarded-For (nginx as documented: 1).
+# 0 trusts no header: the client is REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+# Client networks that may reach /admin/ (comma-separated CIDRs); empty: everywhere. Elsewhere 404.
+ADMIN_ALLOWED_IPS = env_list("ADMIN_ALLOWED_IPS", [])
+# Images a test-mode (free) key may generate per organization and UTC day; 429 test_mode_limit_exceeded.
+TEST_MODE_DAILY_IMAGES = env_int("TEST_MODE_DAILY_IMAGES", 1000, minimum=0)
+# Self-serve sign-ups verify their e-mail address through a signed link valid this long.
+EMAIL_VERIFICATION_MAX_AGE_SECONDS = env_int("EMAIL_VERIFICATION_MAX_AGE_SECONDS", 3 * 24 * 3600, minimum=60)
+# Provider-account secrets (ProviderAccount.credentials_ref): environment variables matching these
+# names ('*' wildcard) and files under this directory only, so an admin edit cannot read arbitrary
+# variables (STRIPE_SECRET_KEY) or files (/proc/self/environ).
+PROVIDER_SECRET_ENV_NAMES = env_list(
+    "PROVIDER_SECRET_ENV_NAMES", ["IMAGEGATE_PROVIDER_*", "GEMINI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS"]
+)
+PROVIDER_SECRETS_DIR = env_str("PROVIDER_SECRETS_DIR", "/run/secrets/imagegate")
+# Hosts a provider account's base_url may point at; anything else must be added here explicitly
+# (the fake upstream of development and tests: 127.0.0.1).
+PROVIDER_BASE_URL_HOSTS = env_list(
+    "PROVIDER_BASE_URL_HOSTS",
+    ["generativelanguage.googleapis.com", "aiplatform.googleapis.com", "*-aiplatform.googleapis.com"],
+)
+# Content-Security-Policy of every HTML page: our own static files only, no inline script or style.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    # Images of an S3-compatible store come from its own (presigned) host.
+    f"img-src 'self' data: blob:{' https:' if IMAGE_STORAGE_BUCKET else ''}; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
 
 # --- E-mail -----------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST", "")
@@ -288,16 +340,29 @@ STRIPE_TIMEOUT_SECONDS = env_float("STRIPE_TIMEOUT_SECONDS", 10.0)
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
 # How long live generation keeps working after a failed invoice payment before it answers 402.
 BILLING_GRACE_PERIOD_DAYS = env_int("BILLING_GRACE_PERIOD_DAYS", 7, minimum=0)
-# Meter-event outbox (billing.outbox): rows claimed per run, wall-clock budget per run, retry backoff.
+# Meter-event outbox (billing.outbox): meter reports claimed per send batch, usage records aggregated
+# per transaction, wall-clock budget per run (a run drains until nothing is due), retry backoff.
 BILLING_OUTBOX_BATCH_SIZE = env_int("BILLING_OUTBOX_BATCH_SIZE", 500, minimum=1)
+BILLING_OUTBOX_AGGREGATE_BATCH_SIZE = env_int("BILLING_OUTBOX_AGGREGATE_BATCH_SIZE", 20000, minimum=1)
 BILLING_OUTBOX_TIME_BUDGET_SECONDS = env_int("BILLING_OUTBOX_TIME_BUDGET_SECONDS", 35, minimum=1)
 BILLING_OUTBOX_RETRY_BASE_SECONDS = env_int("BILLING_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=1)
 BILLING_OUTBOX_RETRY_MAX_SECONDS = env_int("BILLING_OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1)
 # Unsent usage older than this raises an operator alert; Stripe refuses meter events older than 35 days.
 BILLING_OUTBOX_ALERT_AGE_DAYS = env_int("BILLING_OUTBOX_ALERT_AGE_DAYS", 30, minimum=1)
-# Usage of an organization without a billable subscription is marked not reportable only once it is
-# this old, so a subscription whose webhook is still on its way does not lose its first images.
-BILLING_UNSUBSCRIBED_SETTLE_SECONDS = env_int("BILLING_UNSUBSCRIBED_SETTLE_SECONDS", 600, minimum=0)
+# Live usage of an organization without a billable subscription waits for one (never skipped); past
+# this many days an operator alert says so (it becomes unreportable at Stripe's 35 days).
+BILLING_OUTBOX_WAITING_ALERT_DAYS = env_int("BILLING_OUTBOX_WAITING_ALERT_DAYS", 7, minimum=1)
+# Stripe deduplicates meter event identifiers for 24 h: a send in doubt is retried only while its
+# first in-doubt attempt is younger than this; after that reconciliation decides (never a blind resend).
+BILLING_OUTBOX_RESEND_WINDOW_HOURS = env_int("BILLING_OUTBOX_RESEND_WINDOW_HOURS", 23, minimum=1)
+if BILLING_OUTBOX_RESEND_WINDOW_HOURS >= 24:
+    raise ImproperlyConfigured(
+        "BILLING_OUTBOX_RESEND_WINDOW_HOURS must stay below Stripe's 24 h dedupe window"
+    )
+# Reconciliation (billing.reconciliation): how long Stripe's summaries may lag behind accepted events,
+# and how many days back the hourly audit compares ledger and Stripe per customer, meter and day.
+BILLING_RECONCILE_SETTLE_SECONDS = env_int("BILLING_RECONCILE_SETTLE_SECONDS", 3600, minimum=0)
+BILLING_RECONCILE_DAYS = env_int("BILLING_RECONCILE_DAYS", 2, minimum=1)
 if STRIPE_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured(f"STRIPE_TIMEOUT_SECONDS must be > 0, got {STRIPE_TIMEOUT_SECONDS}")
 # One Stripe call lasts at most 2 x STRIPE_TIMEOUT_SECONDS (connect + read).
@@ -306,5 +371,5 @@ if BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 * STRIPE_TIMEOUT_SECONDS >= int(str(Q_
         "BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 x STRIPE_TIMEOUT_SECONDS must stay below the task timeout "
         f"({Q_CLUSTER['timeout']} s), or a worker could be killed in the middle of a send"
     )
-# stripe-python logs every request at INFO; the outbox sends one per image.
+# stripe-python logs every request at INFO.
 LOGGING["loggers"] = {**LOGGING["loggers"], "stripe": {"level": "WARNING"}}  # type: ignore[dict-item]

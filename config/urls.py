@@ -4,8 +4,11 @@ from django.urls import include, path
 
 from billing.views import UsageView
 from config import views
-from dashboard.forms import ThrottledAuthenticationForm
+from dashboard.forms import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 from generation.api import views as generation_views
+
+# The admin log-in is throttled like the dashboard's (tenants.login_throttle).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 handler404 = "config.views.not_found"
 handler500 = "config.views.error"

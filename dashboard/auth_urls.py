@@ -9,6 +9,8 @@ from dashboard.forms import ThrottledPasswordResetForm
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
+    path("signup/sent/", views.signup_sent, name="signup-sent"),
+    path("verify-email/", views.email_verify, name="email-verify"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path(
         "password-reset/",

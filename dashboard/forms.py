@@ -3,44 +3,69 @@ services; these only shape and check what was typed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
+from billing.selectors import LATEST_USAGE_DATE
 from generation.api.serializers import RESOLUTIONS
 from tenants.limits import rate_limit_hit
+from tenants.login_throttle import (
+    login_throttle_fail,
+    login_throttle_keys,
+    login_throttle_succeed,
+    login_throttle_wait,
+)
 from tenants.models import ApiKey, Membership, Organization, Tier
 
-LOGIN_WINDOW_SECONDS = 300
-LOGIN_ATTEMPTS_PER_USERNAME = 10
-LOGIN_ATTEMPTS_PER_ADDRESS = 30
 ASPECT_RATIOS = ["1:1", "3:4", "4:3", "9:16", "16:9"]
 
 
-class ThrottledAuthenticationForm(AuthenticationForm):
-    """Django's login form behind two fixed-window limits shared by every process (Redis, else the
-    database, via tenants.limits): attempts per username, and per client address. Every attempt
-    counts, so guessing a password is capped at 10 tries per 5 minutes per account."""
+class LoginThrottleMixin:
+    """Exponential back-off on failed log-ins (tenants.login_throttle), for any AuthenticationForm.
+    A blocked attempt is refused before the password is checked."""
+
+    throttle_scope = "login"
+    request: Any
+    data: Any
+    cleaned_data: dict
 
     def clean(self):
-        username = (self.data.get("username") or "").strip().lower()
-        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
-        for key, limit in (
-            (f"login:user:{username}", LOGIN_ATTEMPTS_PER_USERNAME),
-            (f"login:ip:{address}", LOGIN_ATTEMPTS_PER_ADDRESS),
-        ):
-            result = rate_limit_hit(key=key, limit=limit, window_seconds=LOGIN_WINDOW_SECONDS)
-            if not result.allowed:
-                raise ValidationError(
-                    f"Too many log-in attempts. Try again in {result.retry_after} seconds.", code="throttled"
-                )
-        typed = self.cleaned_data.get("username") or ""
-        if "@" in typed:  # an e-mail address logs in as the one account that has it
+        keys = login_throttle_keys(
+            request=self.request, username=self.data.get("username") or "", scope=self.throttle_scope
+        )
+        wait = login_throttle_wait(keys=keys)
+        if wait:
+            raise ValidationError(f"Too many log-in attempts. Try again in {wait} seconds.", code="throttled")
+        try:
+            cleaned = super().clean()  # type: ignore[misc]
+        except ValidationError:
+            login_throttle_fail(keys=keys)
+            raise
+        login_throttle_succeed(keys=keys)
+        return cleaned
+
+
+class ThrottledAuthenticationForm(LoginThrottleMixin, AuthenticationForm):
+    """The dashboard log-in: throttled, and an e-mail address logs in as the one account that has it."""
+
+    def clean(self):
+        typed = self.data.get("username") or ""
+        if "@" in typed:
             users = get_user_model().objects.filter(email__iexact=typed)
             if not get_user_model().objects.filter(username=typed).exists() and users.count() == 1:
                 self.cleaned_data["username"] = users.get().get_username()
         return super().clean()
+
+
+class ThrottledAdminAuthenticationForm(LoginThrottleMixin, AdminAuthenticationForm):
+    """The admin log-in, throttled like the dashboard's but counted separately."""
+
+    throttle_scope = "admin-login"
 
 
 class ThrottledPasswordResetForm(PasswordResetForm):
@@ -66,20 +91,13 @@ class SignupForm(forms.Form):
     email = forms.EmailField(label="Work e-mail")
     password = forms.CharField(widget=forms.PasswordInput, strip=False)
 
-    def clean_username(self) -> str:
-        username = self.cleaned_data["username"]
-        if get_user_model().objects.filter(username__iexact=username).exists():
-            raise ValidationError("This username is taken.")
-        return username
-
+    # Whether the name or address is taken is not checked here: the page must not tell (see the
+    # signup view); only the mailbox owner is told, by e-mail.
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].lower()
-        if get_user_model().objects.filter(email__iexact=email).exists():
-            raise ValidationError("An account with this e-mail exists. Log in or reset your password.")
-        return email
+        return self.cleaned_data["email"].lower()
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         password = cleaned.get("password")
         if password:
             user = get_user_model()(username=cleaned.get("username", ""), email=cleaned.get("email", ""))
@@ -96,10 +114,15 @@ class InvitationSignupForm(forms.Form):
     username = SignupForm.base_fields["username"]
     password = forms.CharField(widget=forms.PasswordInput, strip=False)
 
-    clean_username = SignupForm.clean_username
+    def clean_username(self) -> str:
+        """Someone holding a valid invitation may learn that a user name is taken."""
+        username = self.cleaned_data["username"]
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise ValidationError("This username is taken.")
+        return username
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         password = cleaned.get("password")
         if password:
             try:
@@ -127,6 +150,15 @@ class ApiKeyCreateForm(forms.Form):
     )
 
 
+class ApiKeyCapsForm(forms.Form):
+    """A live key's monthly caps; empty means no cap."""
+
+    monthly_image_cap = forms.IntegerField(min_value=0, required=False, label="Monthly image cap")
+    monthly_spend_cap = forms.DecimalField(
+        min_value=0, max_digits=12, decimal_places=2, required=False, label="Monthly spend cap"
+    )
+
+
 class PlaygroundForm(forms.Form):
     api_key = forms.ChoiceField(label="API key")
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=4000)
@@ -137,7 +169,9 @@ class PlaygroundForm(forms.Form):
 
     def __init__(self, *args, keys: list[ApiKey], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["api_key"].choices = [(key.public_id, f"{key.name} ({key.masked})") for key in keys]
+        api_key = self.fields["api_key"]
+        assert isinstance(api_key, forms.ChoiceField)
+        api_key.choices = [(key.public_id, f"{key.name} ({key.masked})") for key in keys]
 
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"].strip()
@@ -163,8 +197,12 @@ class UsageRangeForm(forms.Form):
     MAX_DAYS = 366
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         start, end = cleaned.get("start"), cleaned.get("end")
+        for name, value in (("start", start), ("end", end)):
+            if value and value > LATEST_USAGE_DATE:
+                self.add_error(name, f"Dates must be on or before {LATEST_USAGE_DATE}.")
+                return cleaned
         if start and end:
             if end < start:
                 self.add_error("end", "The end must be on or after the start.")

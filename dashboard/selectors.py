@@ -267,7 +267,7 @@ def batches_with_counts(*, organization: Organization, limit: int = 5) -> list[t
         counts = by_batch[batch.pk]
         fed = sum(n for status, n in counts.items() if status != "filtered")
         unfed = batch.total - fed
-        never_fed = batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED)
+        never_fed = batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED)
         result.append(
             (
                 batch,
@@ -278,7 +278,7 @@ def batches_with_counts(*, organization: Organization, limit: int = 5) -> list[t
                     "succeeded": counts[Job.Status.SUCCEEDED] - counts["filtered"],
                     "failed": counts[Job.Status.FAILED],
                     "filtered": counts["filtered"],
-                    "cancelled": counts[Job.Status.CANCELED] + (unfed if never_fed else 0),
+                    "canceled": counts[Job.Status.CANCELED] + (unfed if never_fed else 0),
                 },
             )
         )

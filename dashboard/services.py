@@ -9,13 +9,17 @@ concurrency, billing and routing are exactly those of an API request.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from generation.jobs.services import GenerationRequest, job_submit
 from generation.models import Job
 from tenants import errors
+from tenants import services as tenant_services
 from tenants.admission import api_key_check_usable, request_admit
 from tenants.models import ApiKey, Invitation, Organization
 
@@ -37,4 +41,35 @@ def invitation_send(*, invitation: Invitation, token: str, accept_url: str) -> N
         message=render_to_string("dashboard/email/invitation.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[invitation.email],
+    )
+
+
+def verification_send(*, user) -> None:
+    """The e-mail verification link; the token travels in the query string, which access logs
+    never record (platform/gunicorn.conf.py)."""
+    token = tenant_services.email_verification_token(user=user)
+    url = f"{settings.PUBLIC_BASE_URL}{reverse('email-verify')}?{urlencode({'token': token})}"
+    send_mail(
+        subject="Verify your e-mail address for Imagegate",
+        message=render_to_string("registration/email/verify.txt", {"user": user, "verify_url": url}),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[user.email],
+    )
+
+
+def signup_conflict_send(*, email: str, username: str, conflict: str) -> None:
+    """A sign-up whose address or user name is taken creates nothing; the address owner, and only
+    they, learn why, so the sign-up page itself never reveals who has an account."""
+    context = {
+        "conflict": conflict,
+        "username": username,
+        "login_url": settings.PUBLIC_BASE_URL + reverse("login"),
+        "reset_url": settings.PUBLIC_BASE_URL + reverse("password_reset"),
+        "signup_url": settings.PUBLIC_BASE_URL + reverse("signup"),
+    }
+    send_mail(
+        subject="Your Imagegate sign-up",
+        message=render_to_string("registration/email/signup_conflict.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[email],
     )

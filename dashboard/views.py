@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import csv
 from datetime import timedelta
+from decimal import Decimal
+from functools import wraps
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,9 +23,16 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing import selectors as billing_selectors
 from billing.selectors import month_to_date_statement, organization_usage
+from config.client_address import client_bucket
 from dashboard import forms, selectors
-from dashboard.services import invitation_send, playground_submit
+from dashboard.services import (
+    invitation_send,
+    playground_submit,
+    signup_conflict_send,
+    verification_send,
+)
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
 from generation.engine.catalog_sync import open_alerts
@@ -74,12 +85,14 @@ def organization_switch(request):
 @never_cache
 @require_http_methods(["GET", "POST"])
 def signup(request):
+    """Every valid sign-up gets the same answer, "check your inbox", whether or not the name or
+    address is taken: only the mailbox owner learns that (dashboard.services.signup_mail)."""
     if request.user.is_authenticated:
         return redirect("dashboard:home")
     form = forms.SignupForm(request.POST or None)
     if request.method == "POST":
         throttle = rate_limit_hit(
-            key=f"signup:ip:{request.META.get('REMOTE_ADDR', '')}",
+            key=f"signup:ip:{client_bucket(request)}",
             limit=SIGNUPS_PER_ADDRESS_PER_HOUR,
             window_seconds=3600,
         )
@@ -91,23 +104,61 @@ def signup(request):
             return render(request, "registration/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
-            user, organization = tenant_services.user_signup(
-                username=data["username"],
-                email=data["email"],
-                password=data["password"],
-                organization_name=data["organization_name"],
-            )
-        except ImagegateError as exc:
-            form.add_error(None, _error_message(exc))
+        conflict = tenant_services.user_signup_conflict(username=data["username"], email=data["email"])
+        if conflict is None:
+            try:
+                user, _ = tenant_services.user_signup(
+                    username=data["username"],
+                    email=data["email"],
+                    password=data["password"],
+                    organization_name=data["organization_name"],
+                )
+            except ImagegateError as exc:
+                form.add_error(None, _error_message(exc))
+                return render(request, "registration/signup.html", {"form": form}, status=400)
+            except IntegrityError:  # the same name was signed up a moment ago: a conflict like above
+                signup_conflict_send(email=data["email"], username=data["username"], conflict="username")
+                return redirect("signup-sent")
+            verification_send(user=user)
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            request.session[SESSION_ORGANIZATION] = organization.public_id
-            messages.success(
-                request, f"Welcome to Imagegate. {organization.name} is ready: create an API key."
-            )
-            return redirect("dashboard:keys")
+            signup_conflict_send(email=data["email"], username=data["username"], conflict=conflict)
+        return redirect("signup-sent")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_GET
+def signup_sent(request):
+    return render(request, "registration/signup_sent.html")
+
+
+@never_cache
+@require_GET
+def email_verify(request):
+    """The link from the verification e-mail (token in the query string, which is never logged):
+    verifies the address and logs the account in, once."""
+    user = tenant_services.email_verify(token=request.GET.get("token", ""))
+    if user is None:
+        return render(request, "registration/verify_invalid.html", status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    membership = Membership.objects.filter(user=user).select_related("organization").first()
+    if membership is not None:
+        request.session[SESSION_ORGANIZATION] = membership.organization.public_id
+    messages.success(request, "Your e-mail address is verified. Create an API key to start.")
+    return redirect("dashboard:keys")
+
+
+@require_POST
+@dashboard_view()
+def email_verification_resend(request):
+    throttle = rate_limit_hit(key=f"verify-resend:{request.user.pk}", limit=5, window_seconds=3600)
+    if not throttle.allowed:
+        messages.error(request, "Too many verification e-mails. Try again in an hour.")
+    elif tenant_services.user_email_verified(user=request.user):
+        messages.success(request, "Your e-mail address is already verified.")
+    else:
+        verification_send(user=request.user)
+        messages.success(request, f"Verification link sent to {request.user.email}.")
+    return redirect("dashboard:keys")
 
 
 @never_cache
@@ -301,8 +352,32 @@ def keys(request):
         # Rendered in this one response only: the secret is never stored or shown again.
         "raw_key": raw_key,
         "snippets": _snippets(raw_key) if raw_key else None,
+        "email_verified": tenant_services.user_email_verified(user=request.user),
     }
     return render(request, "dashboard/keys.html", context, status=400 if form.errors else 200)
+
+
+@require_POST
+@dashboard_view(manage=True)
+def key_caps(request, public_id: str):
+    """Set a key's monthly image and spend caps (empty fields clear them)."""
+    api_key = ApiKey.objects.for_org(request.access.organization).filter(public_id=public_id).first()
+    if api_key is None:
+        raise Http404("No such key.")
+    form = forms.ApiKeyCapsForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "; ".join(f"{form.fields[name].label}: {errors[0]}" for name, errors in form.errors.items()),
+        )
+        return redirect("dashboard:keys")
+    tenant_services.api_key_caps_set(
+        api_key=api_key,
+        monthly_image_cap=form.cleaned_data["monthly_image_cap"],
+        monthly_spend_cap=form.cleaned_data["monthly_spend_cap"],
+    )
+    messages.success(request, f"Caps of {api_key.name} ({api_key.masked}) saved.")
+    return redirect("dashboard:keys")
 
 
 @require_POST
@@ -410,17 +485,16 @@ def jobs(request):
 @require_GET
 @dashboard_view()
 def batch_detail(request, public_id: str):
-    try:
-        cursor = max(0, int(request.GET.get("cursor", 0)))
-    except ValueError:
-        cursor = 0
+    raw_cursor = request.GET.get("cursor", "")
+    # An item index: ASCII digits of sane length only ("²" passes isdigit(), 5,000 digits overflow).
+    cursor = int(raw_cursor) if raw_cursor.isascii() and raw_cursor.isdigit() and len(raw_cursor) <= 9 else 0
     try:
         batch, rows, next_cursor = batch_items(
             organization=request.access.organization, public_id=public_id, cursor=cursor, limit=50
         )
     except NotFound:
         raise Http404("No such batch.") from None
-    never_fed = "canceled" if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED) else "pending"
+    never_fed = "canceled" if batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED) else "pending"
     items = [(index, custom_id, job, job.status if job else never_fed) for index, custom_id, job in rows]
     context = {
         "batch": batch,
@@ -451,7 +525,8 @@ def usage(request):
         else {"start": billing_period_start().isoformat(), "end": today.isoformat()}
     )
     form = forms.UsageRangeForm(data)
-    rows, totals = [], {"images": 0, "amount": 0, "billable": 0}
+    rows: list = []
+    totals: dict[str, Any] = {"images": 0, "amount": Decimal(0), "billable": Decimal(0)}
     by_tier: dict[str, dict] = {}
     by_key: dict[str, dict] = {}
     by_day: dict[str, dict] = {}
@@ -615,8 +690,22 @@ def webhook_retry(request, public_id: str):
     return redirect("dashboard:settings")
 
 
+def staff_only(view):
+    """Anonymous: the log-in page. Logged in without staff rights: 404, never a redirect to the
+    log-in page, which would send an authenticated user straight back here (an endless loop)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not (request.user.is_active and request.user.is_staff):
+            raise Http404("No such page.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 @require_GET
-@staff_member_required(login_url="login")
+@staff_only
 def operator(request):
     overview = selectors.platform_overview()
     chart = overview.revenue_chart
@@ -624,6 +713,8 @@ def operator(request):
     context = {
         "platform": overview,
         "revenue_rows": rows,
+        "outbox": billing_selectors.billing_outbox_status(),
+        "billing_alerts": billing_selectors.billing_alerts_open(),
         # Discovered models show up here as alerts (one query; the admin filters them by lifecycle).
         "catalog_alerts": open_alerts(),
         "service_tiers": upstream_cost_by_service_tier(since=timezone.now() - timedelta(days=30)),

@@ -7,9 +7,12 @@ validates what Stripe validates for them and behaves like Stripe where our code 
 
 - idempotency: the first response to a key is saved and replayed for that key, 500s included
   (a different body with the same key is a 400 `idempotency_error`); validation errors are not saved;
-- meter events: `identifier` is unique (a second one is a 400 "An event already exists with
-  identifier …" with `Stripe-Should-Retry: false`); `timestamp` must be within the past 35 days
+- meter events: an `identifier` is deduplicated for 24 hours only (a second one inside that window is
+  a 400 "An event already exists with identifier …" with `Stripe-Should-Retry: false`; after it, the
+  event is accepted and counted again, as Stripe does); `timestamp` must be within the past 35 days
   or at most 5 minutes ahead; the payload needs the meter's customer and numeric value keys;
+- meter event summaries (`GET /v1/billing/meters/{id}/event_summaries`): the sum of the customer's
+  accepted events with `start_time <= timestamp < end_time`, both minute-aligned, as Stripe requires;
 - metered prices need a meter; Checkout line items of metered prices must not carry a quantity.
 
 Fault injection (meter events only): `meter_event_failure_rate` answers 500, and
@@ -36,6 +39,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 METER_EVENT_MAX_AGE_SECONDS = 35 * 24 * 3600
 METER_EVENT_MAX_AHEAD_SECONDS = 5 * 60
+# Stripe deduplicates meter event identifiers for a rolling 24 hours, no longer.
+METER_EVENT_DEDUPE_SECONDS = 24 * 3600
 
 
 class FakeStripeError(Exception):
@@ -123,7 +128,8 @@ class FakeStripe:
         self.products: dict[str, dict] = {}
         self.prices: dict[str, dict] = {}
         self.meters: dict[str, dict] = {}
-        self.meter_events: dict[str, dict] = {}  # accepted, by identifier
+        self.meter_events: dict[str, dict] = {}  # accepted, by identifier (the latest one)
+        self.meter_event_log: list[dict] = []  # every accepted event, duplicates past the window included
         self.checkout_sessions: dict[str, dict] = {}
         self.portal_sessions: dict[str, dict] = {}
         self.requests: list[ReceivedRequest] = []
@@ -181,7 +187,7 @@ class FakeStripe:
         """Sum of accepted meter event values per (customer, event name), as a sum meter aggregates."""
         totals: dict[tuple[str, str], Decimal] = {}
         with self._lock:
-            for event in self.meter_events.values():
+            for event in self.meter_event_log:
                 key = (event["payload"]["stripe_customer_id"], event["event_name"])
                 totals[key] = totals.get(key, Decimal(0)) + Decimal(event["payload"]["value"])
         return totals
@@ -294,6 +300,7 @@ class FakeStripe:
             ("GET", r"/v1/prices", self._price_list),
             ("GET", r"/v1/prices/(?P<oid>[^/]+)", lambda p, oid: self._get(self.prices, "price", oid)),
             ("POST", r"/v1/billing/meters", self._meter_create),
+            ("GET", r"/v1/billing/meters/(?P<oid>[^/]+)/event_summaries", self._meter_event_summaries),
             ("GET", r"/v1/billing/meters", self._meter_list),
             (
                 "GET",
@@ -552,7 +559,8 @@ class FakeStripe:
                 param="timestamp",
             )
         identifier = params.get("identifier") or secrets.token_hex(16)
-        if identifier in self.meter_events:
+        previous = self.meter_events.get(identifier)
+        if previous is not None and now - previous["created"] < METER_EVENT_DEDUPE_SECONDS:
             raise FakeStripeError(
                 400,
                 f"An event already exists with identifier {identifier}.",
@@ -572,7 +580,50 @@ class FakeStripe:
             "_error": None if meter and payload[customer_key] in self.customers else "no_meter_or_customer",
         }
         self.meter_events[identifier] = event
+        self.meter_event_log.append(event)
         return {k: v for k, v in event.items() if not k.startswith("_")}
+
+    def _meter_event_summaries(self, params: dict[str, Any], oid: str) -> dict:
+        meter = self._get(self.meters, "billing.meter", oid)
+        if not params.get("customer"):
+            raise _missing("customer")
+        bounds = {}
+        for name in ("start_time", "end_time"):
+            if not params.get(name):
+                raise _missing(name)
+            try:
+                bounds[name] = int(params[name])
+            except ValueError:
+                raise FakeStripeError(400, f"Invalid integer: {params[name]}", param=name) from None
+            if bounds[name] % 60:
+                raise FakeStripeError(400, f"{name} must be aligned with minute boundaries.", param=name)
+        start, end = bounds["start_time"], bounds["end_time"]
+        if end <= start:
+            raise FakeStripeError(400, "end_time must be after start_time.", param="end_time")
+        if params.get("value_grouping_window"):
+            raise FakeStripeError(400, "value_grouping_window is not supported by this fake.")
+        customer_key = meter["customer_mapping"]["event_payload_key"]
+        value_key = meter["value_settings"]["event_payload_key"]
+        total = sum(
+            (
+                Decimal(event["payload"][value_key])
+                for event in self.meter_event_log
+                if event["event_name"] == meter["event_name"]
+                and event["payload"].get(customer_key) == params["customer"]
+                and start <= event["timestamp"] < end
+            ),
+            Decimal(0),
+        )
+        summary = {
+            "id": f"mtrusg_{secrets.token_hex(12)}",
+            "object": "billing.meter_event_summary",
+            "aggregated_value": float(total),
+            "start_time": start,
+            "end_time": end,
+            "livemode": self.livemode,
+            "meter": oid,
+        }
+        return self._list(f"/v1/billing/meters/{oid}/event_summaries", [summary], params)
 
     # --- checkout and portal -------------------------------------------------------------------
 

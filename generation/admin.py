@@ -43,6 +43,10 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     )
     list_filter = ("kind", "enabled")
     readonly_fields = ("credentials_configured", "effective_base_url")
+    # Where the secret is read from and which host it is sent to: superusers only. Staff may tune
+    # limits and switch accounts on and off; every change is in the admin's history with the old
+    # and new value of these fields (see construct_change_message).
+    SENSITIVE_FIELDS = ("kind", "base_url", "credentials_ref")
     actions = ("run_catalog_sync",)
 
     @admin.action(description="Run catalog_sync now (models.list of the selected accounts)")
@@ -58,6 +62,31 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Credentials found")
     def credentials_configured(self, obj: ProviderAccount) -> bool:
         return account_credentials(obj) is not None
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return readonly
+        return readonly + self.SENSITIVE_FIELDS
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser and super().has_add_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        """Django's history records which fields changed; for the sensitive ones record the values
+        too (references and URLs, never secrets), so the audit trail says where a secret went."""
+        message = super().construct_change_message(request, form, formsets, add)
+        values: dict[str, dict[str, object]] = {
+            name: {"old": form.initial.get(name, ""), "new": form.cleaned_data.get(name, "")}
+            for name in self.SENSITIVE_FIELDS
+            if name in form.changed_data
+        }
+        if values:
+            message = [*message, {"security": values}] if isinstance(message, list) else message  # type: ignore[dict-item]
+        return message
 
 
 class RouteInline(admin.TabularInline):

@@ -8,8 +8,12 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from generation.webhooks.services import webhook_spend_threshold
+        from tenants.limits import spend_threshold_hook_register
+
         _subscribe()
         post_spawn.connect(_start_runner, dispatch_uid="generation.start_runner")
+        spend_threshold_hook_register(webhook_spend_threshold)
         post_migrate.connect(_ensure_schedules, sender=self, dispatch_uid="generation-schedules")
 
 

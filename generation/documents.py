@@ -95,7 +95,7 @@ def job_render(document: dict) -> dict:
 
 def batch_counts(*, batch: Batch) -> dict[str, int]:
     """Items by state; they always add up to `total`. Items not fed yet count as queued (or as
-    cancelled once the batch is canceled); a succeeded job whose every image was filtered counts
+    canceled once the batch is canceled); a succeeded job whose every image was filtered counts
     as filtered."""
     by_status = dict(
         Job.objects.filter(batch=batch)
@@ -105,7 +105,7 @@ def batch_counts(*, batch: Batch) -> dict[str, int]:
     )
     filtered = Job.objects.filter(batch=batch, status=Job.Status.SUCCEEDED, images_delivered=0).count()
     unfed = batch.total - sum(by_status.values())
-    never_fed = batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED)
+    never_fed = batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED)
     return {
         "total": batch.total,
         "queued": by_status.get(Job.Status.QUEUED, 0) + (0 if never_fed else unfed),
@@ -113,7 +113,7 @@ def batch_counts(*, batch: Batch) -> dict[str, int]:
         "succeeded": by_status.get(Job.Status.SUCCEEDED, 0) - filtered,
         "failed": by_status.get(Job.Status.FAILED, 0),
         "filtered": filtered,
-        "cancelled": by_status.get(Job.Status.CANCELED, 0) + (unfed if never_fed else 0),
+        "canceled": by_status.get(Job.Status.CANCELED, 0) + (unfed if never_fed else 0),
     }
 
 
@@ -126,7 +126,7 @@ def batch_document(batch: Batch) -> dict:
         "webhook_url": batch.webhook_url or None,
         "created_at": _iso(batch.created_at),
         "started_at": _iso(batch.started_at),
-        "cancelled_at": _iso(batch.cancelled_at),
+        "canceled_at": _iso(batch.cancelled_at),
         "finished_at": _iso(batch.finished_at),
     }
 
@@ -134,7 +134,7 @@ def batch_document(batch: Batch) -> dict:
 def _item_status(batch: Batch, job: Job | None) -> str:
     if job is not None:
         return job.status
-    if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED):
+    if batch.status in (Batch.Status.CANCELING, Batch.Status.CANCELED):
         return Job.Status.CANCELED
     return Job.Status.QUEUED  # not fed yet: counted as queued too, with no generation
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-Subscriber = Callable[..., None]
+Subscriber = Callable[..., object]  # what a subscriber returns is ignored
 
 
 class Hook:

@@ -7,15 +7,23 @@ broker only rings the doorbell (see generation/jobs.py for the status machine an
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from datetime import date
 from decimal import Decimal
+from fnmatch import fnmatchcase
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from tenants.ids import new_public_id
 from tenants.models import OrgScopedQuerySet, Tier
+
+logger = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -90,6 +98,67 @@ class ProviderAccount(models.Model):
             return self.base_url.rstrip("/")
         env_name, default = self.DEFAULT_BASE_URLS.get(self.kind, ("", ""))
         return (os.environ.get(env_name) or default).rstrip("/") if env_name else ""
+
+    def clean(self) -> None:
+        """Admin edits are checked against the same policy the worker applies (see below)."""
+        problems = {}
+        if self.base_url and not base_url_allowed(self.base_url):
+            problems["base_url"] = (
+                "Only Google's API hosts (PROVIDER_BASE_URL_HOSTS) over https; http only for loopback."
+            )
+        ref_problem = credentials_ref_problem(self.credentials_ref) if self.credentials_ref else None
+        if ref_problem:
+            problems["credentials_ref"] = ref_problem
+        if problems:
+            raise ValidationError(problems)
+
+
+# --- Where provider secrets may come from and go to -------------------------------------------
+# A staff user edits provider accounts in the admin; without these rules they could point an
+# account's credentials at any variable (STRIPE_SECRET_KEY) or file (/proc/self/environ) and its
+# base_url at their own host, and the worker would send that secret there as its API key.
+def env_name_allowed(name: str) -> bool:
+    return bool(name) and any(fnmatchcase(name, pattern) for pattern in settings.PROVIDER_SECRET_ENV_NAMES)
+
+
+def secret_path_allowed(path: str) -> bool:
+    """Inside PROVIDER_SECRETS_DIR after resolving symlinks and `..`."""
+    try:
+        resolved = Path(path).resolve(strict=False)
+        root = Path(settings.PROVIDER_SECRETS_DIR).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def credentials_ref_problem(ref: str) -> str | None:
+    scheme, _, value = ref.partition(":")
+    if scheme in ("env", "envfile"):
+        if not env_name_allowed(value):
+            names = ", ".join(settings.PROVIDER_SECRET_ENV_NAMES)
+            return f"Environment variables must match PROVIDER_SECRET_ENV_NAMES ({names})."
+        return None
+    if scheme == "file":
+        if not secret_path_allowed(value):
+            return f"Files must be inside PROVIDER_SECRETS_DIR ({settings.PROVIDER_SECRETS_DIR})."
+        return None
+    return "Use env:VAR, envfile:VAR or file:/path."
+
+
+def base_url_allowed(url: str) -> bool:
+    """https to a host matching PROVIDER_BASE_URL_HOSTS; plain http only to an allowed loopback
+    host (the fake upstream of development and tests)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if parts.username or parts.password or not host:
+        return False
+    if not any(fnmatchcase(host, pattern.lower()) for pattern in settings.PROVIDER_BASE_URL_HOSTS):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
 
 
 class UpstreamModel(models.Model):
@@ -377,11 +446,11 @@ class Batch(models.Model):
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "In progress"
-        CANCELLING = "cancelling", "Cancelling"
-        CANCELLED = "cancelled", "Cancelled"
+        CANCELING = "canceling", "Canceling"
+        CANCELED = "canceled", "Canceled"
         COMPLETED = "completed", "Completed"
 
-    TERMINAL = (Status.CANCELLED, Status.COMPLETED)
+    TERMINAL = (Status.CANCELED, Status.COMPLETED)
 
     public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
     organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="batches")

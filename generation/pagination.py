@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from django.db.models import QuerySet
 from rest_framework.response import Response
 
 from tenants.errors import InvalidRequest
+
+
+class _HasPublicId(Protocol):
+    public_id: str
+
+
+T = TypeVar("T", bound=_HasPublicId)
 
 
 def page_limit(request, *, default: int = 20, maximum: int = 100) -> int:
@@ -30,7 +38,16 @@ def page_cursor(request, *, prefix: str, what: str = "an id") -> str | None:
     return cursor
 
 
-def page_response(items: Sequence, *, has_more: bool, render: Callable[[object], dict]) -> Response:
+def page_index_cursor(request) -> int:
+    """A cursor that is a position (batch items): ASCII digits of sane length only. `isdigit()`
+    alone passes "²" and 5,000-digit numbers, which then fail in int() or overflow the database."""
+    raw = request.query_params.get("cursor") or "0"
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise InvalidRequest("cursor must be next_cursor from a previous page.", param="cursor")
+    return int(raw)
+
+
+def page_response(items: Sequence[T], *, has_more: bool, render: Callable[[T], dict]) -> Response:
     return Response(
         {
             "object": "list",

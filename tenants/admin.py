@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tenants import services
-from tenants.models import ApiKey, Invitation, Membership, Organization, Plan, QuotaPeriod
+from tenants.models import ApiKey, Invitation, Membership, Organization, Plan, QuotaPeriod, SpendAlert
 from tenants.selectors import billing_period_start
 
 
@@ -92,6 +92,7 @@ class OrganizationAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Spend controls", {"fields": ("monthly_spend_cap", "spend_alert_thresholds")}),
         ("Settings", {"fields": ("fallback_policy", "image_url_ttl_seconds", "jobs_in_flight")}),
     )
 
@@ -151,6 +152,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "masked",
         "mode",
         "scopes",
+        "monthly_image_cap",
+        "monthly_spend_cap",
         "last_used_at",
         "expires_at",
         "revoked_at",
@@ -164,6 +167,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "masked",
         "mode",
         "scopes",
+        "monthly_image_cap",
+        "monthly_spend_cap",
         "created_by",
         "created_at",
         "last_used_at",
@@ -224,4 +229,19 @@ class InvitationAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(SpendAlert)
+class SpendAlertAdmin(admin.ModelAdmin):
+    """Spend threshold e-mails sent to owners (one per threshold per month)."""
+
+    list_display = ("organization", "period_start", "threshold", "spend", "cap", "sent_at")
+    list_filter = ("threshold", "period_start")
+    search_fields = ("organization__name",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
         return False

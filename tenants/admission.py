@@ -25,12 +25,19 @@ def api_key_check_usable(*, api_key: ApiKey, now=None) -> None:
 
 
 def generation_admit(*, organization: Organization, api_key: ApiKey) -> None:
-    """May this key generate now? Refuses suspended tenants and, for live keys, tenants blocked
-    for payment. `generation.jobs.services.job_submit` calls it for every job (API requests,
-    batch items, the playground), so no way in can skip it."""
+    """May this key generate now? Refuses suspended tenants and, for live keys, plans with nothing
+    to pay (Free) and tenants blocked for payment. `generation.jobs.services.job_submit` calls it
+    for every job (API requests, batch items, the playground), so no way in can skip it."""
     if not organization.is_active:
         raise errors.TenantSuspended()
-    if api_key.mode == ApiKey.Mode.LIVE and organization_payment_blocked(organization=organization):
+    if api_key.mode != ApiKey.Mode.LIVE:
+        return
+    if organization.plan.is_free:  # a live image costs us an upstream call nobody would pay for
+        raise errors.PaymentRequired(
+            f"Live images are not part of the {organization.plan.name} plan: use a test key (the "
+            "sandbox, free) or subscribe to a paid plan on the dashboard's billing page."
+        )
+    if organization_payment_blocked(organization=organization):
         raise errors.PaymentRequired()
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
+from django.http.multipartparser import MultiPartParserError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
@@ -104,6 +106,10 @@ def as_imagegate_error(exc: Exception) -> errors.ImagegateError | None:
     """Translate DRF and Django exceptions into our hierarchy; None for unexpected ones."""
     if isinstance(exc, errors.ImagegateError):
         return exc
+    if isinstance(exc, RequestDataTooBig):
+        return errors.RequestTooLarge()
+    if isinstance(exc, SuspiciousOperation | MultiPartParserError):  # e.g. too many fields, bad multipart
+        return errors.InvalidRequest(f"Malformed request: {exc}")
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_validation_error(exc.detail)
         if param and message.startswith("This field"):
@@ -126,7 +132,7 @@ def as_imagegate_error(exc: Exception) -> errors.ImagegateError | None:
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
         return errors.MethodNotAllowed(str(exc.detail))
     if isinstance(exc, drf_exceptions.Throttled):
-        return errors.RateLimited(retry_after=int(exc.wait or 1))
+        return errors.RateLimited(retry_after=int(getattr(exc, "wait", None) or 1))
     return None
 
 

@@ -95,8 +95,67 @@ class QuotaExceeded(ImagegateError):
     default_message = "The monthly image quota of this organization is used up."
 
 
+class SpendCapExceeded(ImagegateError):
+    """The organization's monthly spend cap would be exceeded by this request's worst case."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "spend_cap_exceeded"
+    default_message = "This request would exceed the organization's monthly spend cap."
+
+
+class KeyCapExceeded(ImagegateError):
+    """The API key's monthly image or spend cap would be exceeded by this request."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "key_cap_exceeded"
+    default_message = "This request would exceed the API key's monthly cap."
+
+
+class MaxCostExceeded(InvalidRequest):
+    """The request's worst-case cost is above the `max_cost` it was sent with (nothing reserved)."""
+
+    code = "max_cost_exceeded"
+    default_message = "The worst-case cost of this request is above its max_cost."
+
+
 class MethodNotAllowed(ImagegateError):
     status_code = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
     default_message = "This HTTP method is not allowed here."
+
+
+class RequestTooLarge(ImagegateError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    default_message = "The request body is too large."
+
+
+class ApiKeyInQuery(InvalidRequest):
+    """A key in the URL ends up in access logs, proxies and browser history: refused, never used."""
+
+    code = "api_key_in_query"
+    default_message = (
+        "API keys are never accepted in the query string (it is logged by proxies). Remove the "
+        "'key'/'api_key' parameter, revoke that key, and send a new one as 'Authorization: Bearer <key>' "
+        "or 'x-goog-api-key'."
+    )
+
+
+class TestModeLimitExceeded(ImagegateError):
+    __test__ = False  # not a pytest test class despite the name
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "test_mode_limit_exceeded"
+    default_message = "This organization used up today's test-mode images. Use a live key or retry tomorrow."
+
+
+class EmailNotVerified(ImagegateError):
+    status_code = 403
+    type = "permission_error"
+    code = "email_not_verified"
+    default_message = "Verify your e-mail address first: follow the link we sent you."

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Self
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from tenants.ids import new_api_key_id, new_invitation_id, new_organization_id
@@ -49,6 +50,14 @@ class Plan(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_free(self) -> bool:
+        """Nothing to pay: no base price and every tier at 0. Live keys are refused on such a plan
+        (tenants.admission): a live image costs us upstream money that nobody would pay for."""
+        return self.base_price_monthly == 0 and not any(
+            price > 0 for price in (self.price_fast, self.price_standard, self.price_ultra)
+        )
+
     def price_for(self, tier: str) -> Decimal:
         return {
             Tier.FAST: self.price_fast,
@@ -63,6 +72,16 @@ class OrgScopedQuerySet(models.QuerySet):
 
     def for_org(self, organization) -> Self:
         return self.filter(organization=organization)
+
+
+def default_spend_alert_thresholds() -> list[int]:
+    return [80, 100]
+
+
+def validate_spend_alert_thresholds(value) -> None:
+    """Admin and forms: whole percentages 1-100 (tenants.services cleans them the same way)."""
+    if not isinstance(value, list) or not all(isinstance(t, int) and 1 <= t <= 100 for t in value):
+        raise ValidationError("A list of whole percentages between 1 and 100, e.g. [80, 100].")
 
 
 class OrganizationQuerySet(models.QuerySet):
@@ -103,6 +122,20 @@ class Organization(models.Model):
     auto_migrate_models = models.BooleanField(
         default=False,
         help_text="Serve requests pinned to a retired model with its successor instead of failing.",
+    )
+    # Spend controls (tenants.limits): live spend per calendar month (UTC), in the plan's currency.
+    monthly_spend_cap = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Live spend per calendar month (UTC) in the plan's currency; empty means no cap.",
+    )
+    spend_alert_thresholds = models.JSONField(
+        default=default_spend_alert_thresholds,
+        blank=True,
+        validators=[validate_spend_alert_thresholds],
+        help_text="Percentages of the monthly spend cap at which owners are e-mailed, once each per month.",
     )
 
     # Jobs accepted and not yet finished; changed only by conditional UPDATEs (tenants.limits).
@@ -164,6 +197,17 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Caps on what this key may generate per calendar month (UTC), live mode only; empty: no cap.
+    monthly_image_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Live images per calendar month (UTC); empty means no cap."
+    )
+    monthly_spend_cap = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Live spend per calendar month (UTC) in the plan's currency; empty means no cap.",
+    )
 
     objects = OrgScopedQuerySet.as_manager()
 
@@ -194,6 +238,10 @@ class QuotaPeriod(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="quota_periods")
     period_start = models.DateField()
     images_reserved = models.PositiveIntegerField(default=0)
+    # Worst-case spend of jobs in flight plus the actual spend of finished ones (what the cap checks),
+    # and the actual spend alone (what alerts and dashboards show). Conditional UPDATEs only.
+    spend_reserved = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal("0"))
+    spend_used = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal("0"))
 
     class Meta:
         constraints = [
@@ -202,6 +250,68 @@ class QuotaPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization} {self.period_start:%Y-%m}: {self.images_reserved}"
+
+
+class ApiKeyPeriod(models.Model):
+    """What one live key reserved in one billing month, against its image and spend caps; changed
+    only by conditional UPDATEs, like `QuotaPeriod`."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="periods")
+    period_start = models.DateField()
+    images_reserved = models.PositiveIntegerField(default=0)
+    spend_reserved = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal("0"))
+    spend_used = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal("0"))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "period_start"], name="uniq_api_key_period")
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.api_key} {self.period_start:%Y-%m}: {self.images_reserved} images, {self.spend_reserved}"
+        )
+
+
+class SpendReservation(models.Model):
+    """The worst case one live job reserved against the spend caps (count x the highest unit price
+    that could apply), settled to the actual amount exactly once when the job ends."""
+
+    job_public_id = models.CharField(max_length=40, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
+    period_start = models.DateField()
+    images = models.PositiveIntegerField()
+    amount = models.DecimalField(max_digits=14, decimal_places=4)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    settled_images = models.PositiveIntegerField(null=True, blank=True)
+    settled_amount = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.job_public_id}: {self.amount} reserved"
+
+
+class SpendAlert(models.Model):
+    """A spend threshold e-mailed to the owners: at most one row (one e-mail) per threshold per month."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="spend_alerts")
+    period_start = models.DateField()
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the monthly spend cap.")
+    spend = models.DecimalField(max_digits=14, decimal_places=4)
+    cap = models.DecimalField(max_digits=12, decimal_places=2)
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "period_start", "threshold"], name="uniq_spend_alert_threshold"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} {self.period_start:%Y-%m} {self.threshold} %"
 
 
 class RateLimitCounter(models.Model):
@@ -249,3 +359,34 @@ class Invitation(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.accepted_at is None and self.revoked_at is None
+
+
+class LoginFailure(models.Model):
+    """Failed log-ins counted per throttling key (a user name, a client network, or both), for
+    exponential back-off (tenants.login_throttle). Rows of keys that stopped failing are deleted
+    on success or once stale; log-ins are rare enough for the database, even with Redis."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField()
+    blocked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"
+
+
+class EmailVerification(models.Model):
+    """The e-mail address of a self-serve sign-up, until and after it is verified.
+
+    Only self-serve sign-ups have a row: accounts created by an operator or through an invitation
+    (whose link was delivered to the address) count as verified. An unverified account may use test
+    keys; live keys and paid plans need `verified_at` (tenants.services.user_require_verified_email).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    email = models.EmailField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.email} ({'verified' if self.verified_at else 'unverified'})"

@@ -27,4 +27,5 @@ class ErrorResponseSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
-ERRORS = {status: ErrorResponseSerializer for status in (400, 401, 403, 404, 409, 429, 503)}
+# 402: live generation for an organization whose payment failed; 413: a body over REQUEST_BODY_MAX_BYTES.
+ERRORS = {status: ErrorResponseSerializer for status in (400, 401, 402, 403, 404, 409, 413, 429, 503)}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from tenants.models import ApiKey, Organization, QuotaPeriod
+from tenants.models import ApiKey, ApiKeyPeriod, Organization, QuotaPeriod
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,78 @@ def organization_images_reserved(*, organization: Organization, period_start: da
     return row.images_reserved if row else 0
 
 
+@dataclass(frozen=True)
+class SpendStatus:
+    """This month's quota and spend of an organization and one of its keys (live usage). Spend is
+    in the plan's currency; `*_reserved` includes the worst case of jobs still in flight."""
+
+    currency: str
+    period_start: date
+    images_reserved: int
+    images_remaining: int
+    spend_reserved: Decimal
+    spend_used: Decimal
+    spend_cap: Decimal | None
+    spend_remaining: Decimal | None
+    alert_thresholds: list[int]
+    key_images_reserved: int
+    key_image_cap: int | None
+    key_images_remaining: int | None
+    key_spend_reserved: Decimal
+    key_spend_used: Decimal
+    key_spend_cap: Decimal | None
+    key_spend_remaining: Decimal | None
+
+    def headers(self) -> dict[str, str]:
+        """Response headers: what is left this month (a cap that is not set sends no header)."""
+        headers = {"X-Quota-Images-Remaining": str(self.images_remaining)}
+        if self.spend_remaining is not None:
+            headers["X-Spend-Remaining"] = f"{self.spend_remaining:.2f}"
+        if self.key_images_remaining is not None:
+            headers["X-Key-Images-Remaining"] = str(self.key_images_remaining)
+        if self.key_spend_remaining is not None:
+            headers["X-Key-Spend-Remaining"] = f"{self.key_spend_remaining:.2f}"
+        return headers
+
+
+def _remaining(cap: Any, used: Any) -> Any:
+    return None if cap is None else max(cap - used, 0)
+
+
+def organization_spend_status(
+    *, organization: Organization, api_key: ApiKey | None, now: datetime | None = None
+) -> SpendStatus:
+    """The organization's month, and the key's when one is given (else its fields are empty)."""
+    period_start = billing_period_start(now)
+    limits = organization_limits(organization=organization)
+    month = QuotaPeriod.objects.filter(organization=organization, period_start=period_start).first()
+    key_month = (
+        ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start).first() if api_key else None
+    )
+    images = month.images_reserved if month else 0
+    spend = month.spend_reserved if month else Decimal("0")
+    key_images = key_month.images_reserved if key_month else 0
+    key_spend = key_month.spend_reserved if key_month else Decimal("0")
+    return SpendStatus(
+        currency=organization.plan.currency,
+        period_start=period_start,
+        images_reserved=images,
+        images_remaining=max(0, limits.monthly_images - images),
+        spend_reserved=spend,
+        spend_used=month.spend_used if month else Decimal("0"),
+        spend_cap=organization.monthly_spend_cap,
+        spend_remaining=_remaining(organization.monthly_spend_cap, spend),
+        alert_thresholds=list(organization.spend_alert_thresholds or []),
+        key_images_reserved=key_images,
+        key_image_cap=api_key.monthly_image_cap if api_key else None,
+        key_images_remaining=_remaining(api_key.monthly_image_cap if api_key else None, key_images),
+        key_spend_reserved=key_spend,
+        key_spend_used=key_month.spend_used if key_month else Decimal("0"),
+        key_spend_cap=api_key.monthly_spend_cap if api_key else None,
+        key_spend_remaining=_remaining(api_key.monthly_spend_cap if api_key else None, key_spend),
+    )
+
+
 def api_key_get_by_hash(*, key_hash: str) -> ApiKey | None:
     return ApiKey.objects.select_related("organization__plan").filter(key_hash=key_hash).first()
 
@@ -74,12 +148,15 @@ class OrganizationOverview:
     organization: Organization
     effective_limits: EffectiveLimits
     usage_this_month: dict
+    spend: SpendStatus | None = None
 
     def __getattr__(self, name):
         return getattr(self.organization, name)
 
 
-def organization_overview(*, organization: Organization, now: datetime | None = None) -> OrganizationOverview:
+def organization_overview(
+    *, organization: Organization, api_key: ApiKey | None = None, now: datetime | None = None
+) -> OrganizationOverview:
     limits = organization_limits(organization=organization)
     period_start = billing_period_start(now)
     reserved = organization_images_reserved(organization=organization, period_start=period_start)
@@ -93,4 +170,7 @@ def organization_overview(*, organization: Organization, now: datetime | None = 
             "images_remaining": max(0, limits.monthly_images - reserved),
             "jobs_in_flight": organization.jobs_in_flight,
         },
+        spend=organization_spend_status(organization=organization, api_key=api_key, now=now)
+        if api_key
+        else None,
     )

@@ -10,16 +10,18 @@ import hashlib
 import secrets
 import string
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from tenants.errors import InvalidRequest
-from tenants.models import ApiKey, Invitation, Membership, Organization, Plan
+from tenants.errors import EmailNotVerified, InvalidRequest
+from tenants.models import ApiKey, EmailVerification, Invitation, Membership, Organization, Plan
 
 KEY_PREFIXES = {ApiKey.Mode.LIVE: "ig_live_", ApiKey.Mode.TEST: "ig_test_"}
 KEY_SECRET_LENGTH = 40  # base62 characters: ~238 bits of entropy
@@ -99,6 +101,8 @@ def api_key_create(
         raise InvalidRequest(f"scopes must be a non-empty subset of {sorted(valid_scopes)}.", param="scopes")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("expires_at must be in the future.", param="expires_at")
+    if mode == ApiKey.Mode.LIVE:
+        user_require_verified_email(user=created_by)
     raw = KEY_PREFIXES[mode] + "".join(secrets.choice(_BASE62) for _ in range(KEY_SECRET_LENGTH))
     api_key = ApiKey.objects.create(
         organization=organization,
@@ -118,6 +122,56 @@ def api_key_revoke(*, api_key: ApiKey, now: datetime | None = None) -> ApiKey:
         api_key.revoked_at = now or timezone.now()
         ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=api_key.revoked_at)
     return api_key
+
+
+MAX_ALERT_THRESHOLDS = 5
+
+
+def _cap(value: Decimal | int | None, *, param: str) -> Decimal | int | None:
+    if value is not None and value < 0:
+        raise InvalidRequest("A cap cannot be negative; leave it empty for no cap.", param=param)
+    return value
+
+
+def api_key_caps_set(
+    *, api_key: ApiKey, monthly_image_cap: int | None, monthly_spend_cap: Decimal | None
+) -> ApiKey:
+    """Set (or clear, with None) a key's monthly image and spend caps. They apply to requests made
+    after the change; what is already reserved this month keeps counting against them."""
+    api_key.monthly_image_cap = _cap(monthly_image_cap, param="monthly_image_cap")  # type: ignore[assignment]
+    api_key.monthly_spend_cap = _cap(monthly_spend_cap, param="monthly_spend_cap")  # type: ignore[assignment]
+    ApiKey.objects.filter(pk=api_key.pk).update(
+        monthly_image_cap=api_key.monthly_image_cap, monthly_spend_cap=api_key.monthly_spend_cap
+    )
+    return api_key
+
+
+def spend_alert_thresholds_clean(values: list) -> list[int]:
+    """Percentages of the spend cap, 1-100, at most five, sorted and without duplicates."""
+    try:
+        thresholds = sorted({int(value) for value in values})
+    except (TypeError, ValueError):
+        raise InvalidRequest("Thresholds are whole percentages.", param="spend_alert_thresholds") from None
+    if len(thresholds) > MAX_ALERT_THRESHOLDS or any(not 1 <= t <= 100 for t in thresholds):
+        raise InvalidRequest(
+            f"Up to {MAX_ALERT_THRESHOLDS} thresholds between 1 and 100 (percent of the cap).",
+            param="spend_alert_thresholds",
+        )
+    return thresholds
+
+
+def organization_spend_controls_set(
+    *, organization: Organization, monthly_spend_cap: Decimal | None, alert_thresholds: list
+) -> Organization:
+    """Set (or clear) the organization's monthly spend cap and the percentages of it at which the
+    owners are e-mailed (once per threshold per month)."""
+    organization.monthly_spend_cap = _cap(monthly_spend_cap, param="monthly_spend_cap")  # type: ignore[assignment]
+    organization.spend_alert_thresholds = spend_alert_thresholds_clean(alert_thresholds)
+    Organization.objects.filter(pk=organization.pk).update(
+        monthly_spend_cap=organization.monthly_spend_cap,
+        spend_alert_thresholds=organization.spend_alert_thresholds,
+    )
+    return organization
 
 
 def api_key_touch(*, api_key: ApiKey, now: datetime) -> None:
@@ -165,10 +219,66 @@ INVITATION_TTL = timedelta(days=7)
 def user_signup(
     *, username: str, email: str, password: str, organization_name: str
 ) -> tuple[User, Organization]:
-    """A new user and their organization, of which they are the owner."""
+    """A new user, unverified until they follow the e-mailed link, and their organization, of which
+    they are the owner. Callers check first that neither the name nor the address is taken
+    (`user_signup_conflict`)."""
     user = User.objects.create_user(username=username, email=email, password=password)
+    EmailVerification.objects.create(user=user, email=email)
     organization = organization_create(name=organization_name, owner=user)
     return user, organization
+
+
+def user_signup_conflict(*, username: str, email: str) -> str | None:
+    """Which of the e-mail or the user name is taken, if any. Only ever e-mailed to the address typed,
+    never shown on the page, so the sign-up form does not tell who has an account."""
+    if User.objects.filter(email__iexact=email).exists():
+        return "email"
+    if User.objects.filter(username__iexact=username).exists():
+        return "username"
+    return None
+
+
+_VERIFY_SALT = "imagegate.tenants.email-verification"
+
+
+def email_verification_token(*, user: User) -> str:
+    """A signed (SECRET_KEY, or any SECRET_KEY_FALLBACKS while rotating), timestamped token naming
+    the user and the address; nothing is stored. It stops working once the address is verified."""
+    return signing.dumps({"u": user.pk, "e": user.email.lower()}, salt=_VERIFY_SALT, compress=True)
+
+
+def email_verify(*, token: str, now: datetime | None = None) -> User | None:
+    """Mark the address verified; the user, or None for a bad, expired or already used token."""
+    try:
+        payload = signing.loads(token, salt=_VERIFY_SALT, max_age=settings.EMAIL_VERIFICATION_MAX_AGE_SECONDS)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
+        return None
+    pending = EmailVerification.objects.filter(
+        user_id=payload["u"], email__iexact=str(payload.get("e", "")), verified_at__isnull=True
+    )
+    verification = pending.select_related("user").first()
+    if verification is None or verification.user.email.lower() != verification.email.lower():
+        return None
+    if not pending.update(verified_at=now or timezone.now()):  # used concurrently
+        return None
+    return verification.user
+
+
+def user_email_verified(*, user: User) -> bool:
+    return not EmailVerification.objects.filter(user=user, verified_at__isnull=True).exists()
+
+
+def user_require_verified_email(*, user: User | AnonymousUser | None) -> None:
+    """Live keys and paid plans are for verified addresses only (test mode is not). None: a key
+    created by the platform itself (management commands), not by a person."""
+    if user is None:
+        return
+    if not isinstance(user, User) or not user_email_verified(user=user):
+        raise EmailNotVerified(
+            "Verify your e-mail address first: follow the link we sent you (the keys page can send it again)."
+        )
 
 
 def invitation_create(
@@ -215,8 +325,17 @@ def invitation_get_pending(*, token: str, now: datetime | None = None) -> Invita
 
 @transaction.atomic
 def invitation_accept(*, invitation: Invitation, user: User, now: datetime | None = None) -> Membership:
-    """Join the organization with the invited role. Conditional UPDATE: a token is used once."""
+    """Join the organization with the invited role. Conditional UPDATE: a token is used once.
+
+    The invitation is bound to the address it was sent to: the joining account must have that
+    e-mail, verified, so a forwarded or leaked link does not let someone else in."""
     now = now or timezone.now()
+    if (user.email or "").strip().lower() != invitation.email.lower() or not user_email_verified(user=user):
+        raise InvalidRequest(
+            f"This invitation is for {invitation.email}. Log in with the account that has this verified "
+            "address (or log out and create one from the link).",
+            param="email",
+        )
     taken = Invitation.objects.filter(
         pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now
     ).update(accepted_at=now, accepted_by=user)

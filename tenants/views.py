@@ -14,5 +14,9 @@ class OrganizationDetailView(OrganizationScopedAPIView):
 
     @extend_schema(responses={200: OrganizationOutputSerializer, **ERRORS})
     def get(self, request):
-        overview = organization_overview(organization=self.organization)
-        return Response(OrganizationOutputSerializer(overview, context={"api_key": self.api_key}).data)
+        overview = organization_overview(organization=self.organization, api_key=self.api_key)
+        response = Response(OrganizationOutputSerializer(overview, context={"api_key": self.api_key}).data)
+        if overview.spend is not None:
+            for name, value in overview.spend.headers().items():
+                response[name] = value
+        return response

@@ -71,6 +71,10 @@ def _isolated_state(settings):
     # Unique per process: several test runs (CI, other checkouts) may share one Redis.
     settings.REDIS_PREFIX = f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
     settings.GENERATION_INLINE_DOORBELL = True
+    # Provider accounts may point at the local fake upstream and read the tests' variables: allowed
+    # here explicitly, as an operator would for a staging upstream (README "Security").
+    settings.PROVIDER_BASE_URL_HOSTS = [*settings.PROVIDER_BASE_URL_HOSTS, "127.0.0.1"]
+    settings.PROVIDER_SECRET_ENV_NAMES = [*settings.PROVIDER_SECRET_ENV_NAMES, "IMAGEGATE_TEST_*"]
     if settings.REDIS_URL:
         from config.redis_client import get_redis
 

@@ -77,6 +77,8 @@ PUBLIC_PAGES: dict[str, str] = {
     "django.contrib.auth.views.LoginView": "the log-in page itself",
     "django.contrib.auth.views.LogoutView": "logging out",
     "dashboard.views.signup": "sign-up",
+    "dashboard.views.signup_sent": "sign-up's 'check your inbox' page",
+    "dashboard.views.email_verify": "authenticated by the signed verification link",
     "dashboard.views.invitation_accept": "authenticated by the invitation token (then asks to log in)",
     "django.contrib.auth.views.PasswordResetView": "password reset",
     "django.contrib.auth.views.PasswordResetDoneView": "password reset",

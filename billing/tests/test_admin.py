@@ -78,16 +78,55 @@ def test_usage_close_to_stripes_limit_is_flagged_in_admin(admin_client, alice, c
     assert [r.pk for r in response.context["cl"].result_list] == [old.pk]
 
 
-def test_retry_action_puts_failed_records_back_in_the_outbox(admin_client, alice, clock):
-    record = usage_record_create(organization=alice.organization)
-    UsageRecord.objects.filter(pk=record.pk).update(
-        report_status="failed", next_attempt_at=NOW + timedelta(hours=1)
+def test_retry_action_puts_failed_records_back_in_the_outbox_while_stripe_can_take_them(
+    admin_client, alice, clock
+):
+    recent = usage_record_create(organization=alice.organization, created_at=NOW - timedelta(days=2))
+    too_old = usage_record_create(organization=alice.organization, created_at=NOW - timedelta(days=36))
+    UsageRecord.objects.filter(pk__in=[recent.pk, too_old.pk]).update(report_status="failed")
+
+    admin_client.post(
+        "/admin/billing/usagerecord/", {"action": "retry_now", "_selected_action": [recent.pk, too_old.pk]}
     )
 
-    admin_client.post("/admin/billing/usagerecord/", {"action": "retry_now", "_selected_action": [record.pk]})
+    recent.refresh_from_db()
+    too_old.refresh_from_db()
+    assert (recent.report_status, too_old.report_status) == ("pending", "failed")
 
+
+def test_meter_reports_and_alerts_admin(admin_client, alice, clock):
+    from billing.models import BillingAlert, MeterReport
+
+    report = MeterReport.objects.create(
+        organization=alice.organization,
+        stripe_customer_id="cus_1",
+        tier="fast",
+        bucket_start=NOW,
+        value=1,
+        amount=Decimal("0.04"),
+        status=MeterReport.Status.RECONCILE,
+    )
+    record = usage_record_create(organization=alice.organization)
+    UsageRecord.objects.filter(pk=record.pk).update(meter_report=report)
+    alert = BillingAlert.objects.create(
+        kind=BillingAlert.Kind.RECONCILIATION_MISMATCH,
+        organization=alice.organization,
+        message="Stripe 2, us 1",
+    )
+    page = admin_client.get(f"/admin/billing/meterreport/{report.pk}/change/").content.decode()
+    assert record.public_id in page  # the audit trail: the report's images
+    assert "Stripe 2, us 1" in admin_client.get("/admin/billing/billingalert/").content.decode()
+
+    admin_client.post(
+        "/admin/billing/meterreport/", {"action": "mark_counted", "_selected_action": [report.pk]}
+    )
+    admin_client.post("/admin/billing/billingalert/", {"action": "resolve", "_selected_action": [alert.pk]})
+
+    report.refresh_from_db()
     record.refresh_from_db()
-    assert (record.report_status, record.next_attempt_at) == ("pending", None)
+    alert.refresh_from_db()
+    assert (report.status, report.confirmation, record.report_status) == ("sent", "operator", "sent")
+    assert alert.resolved_at == NOW
 
 
 def test_billing_state_admin_pages_render(admin_client, alice, clock):

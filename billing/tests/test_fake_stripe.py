@@ -101,3 +101,43 @@ def test_a_bad_api_key_is_refused(fake_stripe, settings):
     settings.STRIPE_SECRET_KEY = "pk_test_publishable"
     with pytest.raises(errors.PaymentProviderRejected):
         stripe_client.meter_list_active()
+
+
+def test_meter_event_identifiers_are_deduplicated_for_24_hours_only(stripe_catalog):
+    """Like Stripe: a retry a day later is a second event, counted again."""
+    import time_machine
+
+    with time_machine.travel(time.time(), tick=False) as clock:
+        meter_event(timestamp=int(time.time()))
+        clock.shift(23 * 3600)
+        with pytest.raises(errors.DuplicateMeterEvent):
+            meter_event(timestamp=int(time.time()))
+        clock.shift(3600)
+        meter_event(timestamp=int(time.time()))
+    assert [r.outcome for r in stripe_catalog.received("POST", "/v1/billing/meter_events")] == [
+        "accepted",
+        "duplicate",
+        "accepted",
+    ]
+    assert len(stripe_catalog.meter_event_log) == 2
+
+
+def test_event_summaries_sum_a_customers_events_in_a_minute_aligned_range(stripe_catalog):
+    meter = next(m for m in stripe_catalog.meters.values() if m["event_name"] == "imagegate_images_fast")
+    start = (int(time.time()) // 60 - 10) * 60
+    meter_event(identifier="a", value=3, timestamp=start)
+    meter_event(identifier="b", value=2, timestamp=start + 59)
+    meter_event(identifier="c", value=5, timestamp=start + 60)
+    meter_event(identifier="d", value=7, timestamp=start, stripe_customer_id="cus_other")
+    meter_event(identifier="e", value=11, timestamp=start, event_name="imagegate_images_ultra")
+
+    def summary(begin, end):
+        return stripe_client.meter_event_summary(
+            meter_id=meter["id"], customer_id="cus_1", start_time=begin, end_time=end
+        )
+
+    assert summary(start, start + 60) == 5
+    assert summary(start, start + 120) == 10
+    assert summary(start + 120, start + 180) == 0
+    with pytest.raises(errors.PaymentProviderRejected, match="minute boundaries"):
+        summary(start + 1, start + 60)

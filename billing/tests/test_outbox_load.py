@@ -1,5 +1,6 @@
-"""1,000 delivered images across 3 tenants reach Stripe exactly once, through a Stripe that fails 30 %
-of meter-event calls with 500 and holds some answers past the client timeout."""
+"""1,000 delivered images across 3 tenants are counted by Stripe exactly once, through a Stripe that
+fails or times out 30 % of meter-event calls and then has a 30-hour outage, so that sends in doubt
+outlive Stripe's 24 h identifier dedupe window and only reconciliation can tell what Stripe counted."""
 
 import random
 import time
@@ -12,7 +13,8 @@ import time_machine
 from django.db.models import Min
 from django.utils import timezone
 
-from billing.models import UsageRecord
+from billing.models import MeterReport, UsageRecord
+from billing.reconciliation import usage_reconcile
 from billing.selectors import organization_statement
 from billing.tasks import usage_outbox_task
 from billing.tests.helpers import usage_record_create
@@ -21,19 +23,18 @@ from tests.fake_stripe import activate_subscription
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 IMAGES = 1_000
-ACCEPTED = {"accepted", "timeout_before", "timeout_after"}
+ReportStatus = MeterReport.Status
 
 
 @pytest.mark.django_db
-def test_1000_images_reach_stripe_exactly_once_despite_failures_and_timeouts(
+def test_1000_images_are_counted_exactly_once_despite_failures_timeouts_and_an_outage(
     alice, charlie, stripe_catalog, settings, record_property
 ):
     fake = stripe_catalog
     settings.STRIPE_TIMEOUT_SECONDS = 0.25
-    settings.BILLING_OUTBOX_BATCH_SIZE = 200
-    fake.meter_event_failure_rate = 0.30
-    fake.meter_event_timeout_rate = 0.02
-    fake.timeout_sleep_seconds = 0.6
+    fake.meter_event_failure_rate = 0.22
+    fake.meter_event_timeout_rate = 0.08
+    fake.timeout_sleep_seconds = 0.4
     rng = random.Random(7)
 
     with time_machine.travel(NOW, tick=False) as clock:
@@ -44,48 +45,76 @@ def test_1000_images_reach_stripe_exactly_once_despite_failures_and_timeouts(
             usage_record_create(
                 organization=rng.choice(organizations),
                 tier=rng.choices(["fast", "standard", "ultra"], weights=[6, 3, 1])[0],
-                created_at=NOW - timedelta(seconds=rng.randint(60, 3 * 86400)),
+                created_at=NOW - timedelta(seconds=rng.randint(60, 5 * 3600)),
                 save=False,
             )
             for _ in range(IMAGES)
         ]
         UsageRecord.objects.bulk_create(records)
-
-        # The schedule runs the task once a minute; between runs the frozen clock moves a minute on,
-        # or straight to the next retry when everything left is backing off.
         started, runs = time.monotonic(), 0
-        pending = UsageRecord.objects.filter(report_status=UsageRecord.ReportStatus.PENDING)
-        while pending.exists():
+        reconciled: Counter[str] = Counter()
+
+        def run_outbox_and_reconcile():
+            nonlocal runs
             runs += 1
-            assert runs < 100, "the outbox does not drain"
             usage_outbox_task()
-            next_due = pending.aggregate(next=Min("next_attempt_at"))["next"]
-            clock.move_to(max(timezone.now() + timedelta(minutes=1), next_due or NOW))
-        simulated = timezone.now() - NOW
+            result = usage_reconcile()
+            reconciled.update(confirmed=result.confirmed_reports, resent=result.resent_reports)
+            assert result.mismatches == 0
+
+        for _ in range(3):  # a few minutes of a flaky Stripe
+            run_outbox_and_reconcile()
+            clock.shift(timedelta(minutes=1))
+        fake.meter_event_failure_rate, fake.meter_event_timeout_rate = 1.0, 0.0
+        for _ in range(30):  # then an outage of 30 hours, the schedule still running
+            run_outbox_and_reconcile()
+            clock.shift(timedelta(hours=1))
+        fake.meter_event_failure_rate, fake.meter_event_timeout_rate = 0.22, 0.08
+        unfinished = MeterReport.objects.exclude(status=ReportStatus.SENT)
+        while unfinished.exists() or UsageRecord.objects.filter(meter_report__isnull=True).exists():
+            assert runs < 400, "the outbox does not drain"
+            run_outbox_and_reconcile()
+            next_due = unfinished.filter(status=ReportStatus.PENDING).aggregate(next=Min("next_attempt_at"))[
+                "next"
+            ]
+            clock.move_to(max(timezone.now() + timedelta(minutes=1), next_due or timezone.now()))
+            if not unfinished.filter(status=ReportStatus.PENDING).exists():
+                clock.shift(timedelta(hours=1))  # only reconciliation is left: it runs hourly
         fake.wait_idle()
+        simulated = timezone.now() - NOW
         duration = time.monotonic() - started
 
     calls = fake.received("POST", "/v1/billing/meter_events")
     outcomes = Counter(call.outcome for call in calls)
-    accepted = Counter(call.params["identifier"] for call in calls if call.outcome in ACCEPTED)
     figures = {
         "meter_event_calls": len(calls),
         **{f"outcome_{name}": count for name, count in sorted(outcomes.items())},
-        "outbox_runs": runs,
-        "simulated_minutes": int(simulated.total_seconds() // 60),
+        "reports": MeterReport.objects.count(),
+        "reconciled_counted": reconciled["confirmed"],
+        "reconciled_resent": reconciled["resent"],
+        "runs": runs,
+        "simulated_hours": int(simulated.total_seconds() // 3600),
         "seconds": round(duration, 2),
     }
     for name, value in figures.items():
         record_property(name, value)
     print("\n1,000-image outbox drain:", figures)
 
-    # Exactly one accepted event per usage record, by identifier.
-    assert set(accepted) == {r.public_id for r in records}
-    assert set(accepted.values()) == {1}
-    assert set(fake.meter_events) == {r.public_id for r in records}
-    assert outcomes["injected_500"] > 0.2 * IMAGES
-    assert outcomes["timeout_before"] + outcomes["timeout_after"] > 0
+    # Every report was counted by Stripe exactly once, and every record is in exactly one report.
+    reports = {r.public_id: r for r in MeterReport.objects.all()}
+    counted = Counter(event["identifier"] for event in fake.meter_event_log)
+    assert set(counted) == set(reports)
+    assert set(counted.values()) == {1}
+    assert all(
+        Decimal(event["payload"]["value"]) == reports[event["identifier"]].value
+        for event in fake.meter_event_log
+    )
+    assert sum(r.value for r in reports.values()) == IMAGES
     assert UsageRecord.objects.filter(report_status=UsageRecord.ReportStatus.SENT).count() == IMAGES
+    # The scenario really exercised what it is about.
+    assert outcomes["injected_500"] > 0.2 * len(calls)
+    assert outcomes["timeout_before"] + outcomes["timeout_after"] > 0
+    assert reconciled["confirmed"] > 0 and reconciled["resent"] > 0
 
     # What Stripe aggregates per customer and meter equals the ledger, and so does the money.
     ledger = Counter((customers[r.organization_id], f"imagegate_images_{r.billed_tier}") for r in records)

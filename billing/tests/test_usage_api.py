@@ -155,3 +155,12 @@ def test_rate_limit_is_429(alice, use_database_limits):
     org.save()
     assert alice.client().get(URL).status_code == 200
     assert_error(alice.client().get(URL), 429, "rate_limited")
+
+
+@pytest.mark.parametrize(
+    "query", ["start=9999-12-01", "start=9999-12-31&end=9999-12-31", "end=9999-12-31", "start=%C2%B2"]
+)
+def test_dates_that_would_overflow_are_a_400(alice, query):
+    response = alice.client().get(f"/v1/usage?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] in ("start", "end")

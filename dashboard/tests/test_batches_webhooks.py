@@ -70,7 +70,7 @@ def test_grouped_counts_equal_the_batch_services(alice):
         total=4,
     )
     cancelled = Batch.objects.create(
-        organization=alice.organization, api_key=alice.key, requests=[], total=5, status="cancelled"
+        organization=alice.organization, api_key=alice.key, requests=[], total=5, status="canceled"
     )
     grouped = dict(batches_with_counts(organization=alice.organization))
     for batch in (Batch.objects.get(public_id=finished), pending, cancelled):

@@ -47,3 +47,36 @@ def test_operator_shows_route_health_revenue_and_top_tenants(admin_client, alice
     assert data["upstream_cost"][-1] == pytest.approx(0.04)
     tenants = re.findall(r"<td>(Acme|Contoso) <small", page)
     assert tenants == ["Acme", "Contoso"]  # by images, most first
+
+
+def test_operator_shows_billing_alerts_and_usage_on_its_way_to_stripe(admin_client, alice, charlie):
+    from billing.models import BillingAlert
+    from billing.tests.helpers import usage_record_create
+
+    usage_record_create(organization=charlie.organization)  # no subscription: waiting
+    lost = usage_record_create(organization=alice.organization, unit_price=Decimal("0.5"))
+    UsageRecord.objects.filter(pk=lost.pk).update(report_status=UsageRecord.ReportStatus.FAILED)
+    BillingAlert.objects.create(
+        kind=BillingAlert.Kind.RECONCILIATION_MISMATCH,
+        organization=alice.organization,
+        tier="fast",
+        ledger_value=3,
+        stripe_value=4,
+        message="Stripe counts 4 fast images, our ledger 3.",
+    )
+    BillingAlert.objects.create(
+        kind=BillingAlert.Kind.USAGE_WAITING,
+        organization=charlie.organization,
+        message="old",
+        resolved_at=timezone.now(),
+    )
+
+    response = admin_client.get(reverse("dashboard:operator"))
+
+    page = response.content.decode()
+    assert "Stripe counts 4 fast images, our ledger 3." in page
+    assert "3 / 4" in page
+    assert [a.kind for a in response.context["billing_alerts"]] == ["reconciliation_mismatch"]  # open only
+    outbox = response.context["outbox"]
+    assert (outbox.unconfirmed_images, outbox.waiting_images) == (1, 1)
+    assert (outbox.unreportable_images, outbox.unreportable_amount) == (1, Decimal("0.5"))

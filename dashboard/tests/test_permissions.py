@@ -121,12 +121,16 @@ def test_switcher_scopes_every_page_to_the_chosen_organization(web, alice, charl
 
 
 def test_operator_is_staff_only(web, alice, django_assert_max_num_queries):
+    # Issue 13: a logged-in non-staff user gets a 404 (the redirect to /login/ looped back here).
     response = web(alice).get(reverse("dashboard:operator"))
+    assert response.status_code == 404
+    response = web().get(reverse("dashboard:operator"))
     assert response.status_code == 302 and "/login/" in response["Location"]
     alice.user.is_staff = True
     alice.user.save()
     client = web(alice)
-    with django_assert_max_num_queries(10):
+    # 10 for the platform figures, 3 for billing (ledger and meter report aggregates, open alerts).
+    with django_assert_max_num_queries(13):
         response = client.get(reverse("dashboard:operator"))
     assert response.status_code == 200
     assert b"sandbox/" in response.content  # the seeded sandbox routes are listed

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from django.http.multipartparser import MultiPartParserError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from generation.api.serializers import GenerationCreateInputSerializer
+from generation.api.serializers import (
+    BatchItemOutputSerializer,
+    BatchOutputSerializer,
+    GenerationCreateInputSerializer,
+    list_of,
+)
 from generation.batches.services import (
     CUSTOM_ID_MAX,
     batch_cancel,
@@ -24,14 +28,14 @@ from generation.batches.services import (
 )
 from generation.documents import batch_document, batch_item_document
 from generation.jobs.services import request_plan
-from generation.pagination import page_cursor, page_limit, page_response
+from generation.pagination import page_cursor, page_index_cursor, page_limit, page_response
 from tenants.api import OrganizationScopedAPIView, as_imagegate_error
-from tenants.errors import ImagegateError, InvalidRequest
+from tenants.errors import ImagegateError, InvalidRequest, RequestTooLarge
 from tenants.models import ApiKey, Organization
+from tenants.parsers import json_parse
 from tenants.schema import ERRORS
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines")
-MAX_BODY_BYTES = 20 * 1024 * 1024
 
 
 # --- Batches ----------------------------------------------------------------------------------
@@ -46,45 +50,33 @@ class BatchCreateInputSerializer(serializers.Serializer):
     webhook_url = serializers.URLField(required=False)
 
 
-BATCH = inline_serializer(
-    "Batch",
-    {
-        "id": serializers.CharField(),
-        "object": serializers.CharField(),
-        "status": serializers.CharField(),
-        "counts": serializers.DictField(child=serializers.IntegerField()),
-        "webhook_url": serializers.CharField(allow_null=True),
-        "created_at": serializers.DateTimeField(),
-        "started_at": serializers.DateTimeField(allow_null=True),
-        "cancelled_at": serializers.DateTimeField(allow_null=True),
-        "finished_at": serializers.DateTimeField(allow_null=True),
-    },
-)
+BATCH = BatchOutputSerializer
+BATCH_LIST = list_of("BatchList", BatchOutputSerializer(many=True))
+BATCH_ITEMS = list_of("BatchItemList", BatchItemOutputSerializer(many=True))
 
 
 def _batch_input(request) -> tuple[object, str | None]:
     """(items, webhook_url) from a JSON body, a JSONL body, or a multipart JSONL file."""
     content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+    # The body's size was checked before anything read it (BATCH_BODY_MAX_BYTES, in
+    # tenants.middleware), so a multipart upload is never spooled past that either.
     if content_type == "multipart/form-data":
-        upload = request._request.FILES.get("file")
+        try:
+            upload = request._request.FILES.get("file")
+            webhook_url = request._request.POST.get("webhook_url") or None
+        except MultiPartParserError as exc:  # e.g. no boundary in the Content-Type
+            raise InvalidRequest(f"Malformed multipart body: {exc}", param="file") from None
         if upload is None:
             raise InvalidRequest("Upload the JSONL as the multipart field 'file'.", param="file")
-        if upload.size > MAX_BODY_BYTES:
-            raise InvalidRequest("The file is too large.", param="file")
         text = upload.read().decode("utf-8", errors="replace")
-        return batch_items_parse_jsonl(text=text), request._request.POST.get("webhook_url") or None
-    # Read the stream ourselves: Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) fits a typical
-    # API body, not 1,000 requests with long prompts; this endpoint has its own cap.
-    body = request._request.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequest(f"The request body is larger than {MAX_BODY_BYTES // 2**20} MB.")
-    text = body.decode("utf-8", errors="replace")
+        return batch_items_parse_jsonl(text=text), webhook_url
+    body = request._request.read(settings.BATCH_BODY_MAX_BYTES + 1)
+    if len(body) > settings.BATCH_BODY_MAX_BYTES:
+        raise RequestTooLarge(f"The request body is larger than {settings.BATCH_BODY_MAX_BYTES} bytes.")
     if content_type in JSONL_TYPES:
+        text = body.decode("utf-8", errors="replace")
         return batch_items_parse_jsonl(text=text), request.query_params.get("webhook_url") or None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise InvalidRequest("Malformed JSON body.") from None
+    data = json_parse(body)
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object with 'requests'.")
     unknown = sorted(set(data) - {"requests", "webhook_url"})
@@ -157,7 +149,7 @@ class BatchListCreateView(OrganizationScopedAPIView):
         )
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: BATCH_LIST, **ERRORS},
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("limit", int, description="1-100")],
         operation_id="batches_list",
     )
@@ -182,7 +174,7 @@ class BatchItemsView(OrganizationScopedAPIView):
     required_scope = "read"
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: BATCH_ITEMS, **ERRORS},
         parameters=[
             OpenApiParameter("cursor", int, description="next_cursor of the previous page"),
             OpenApiParameter("limit", int, description="1-200, default 50"),
@@ -190,13 +182,10 @@ class BatchItemsView(OrganizationScopedAPIView):
         operation_id="batches_items",
     )
     def get(self, request, public_id: str):
-        raw = request.query_params.get("cursor") or "0"
-        if not raw.isdigit():
-            raise InvalidRequest("cursor must be next_cursor from a previous page.", param="cursor")
         batch, rows, next_cursor = batch_items(
             organization=self.organization,
             public_id=public_id,
-            cursor=int(raw),
+            cursor=page_index_cursor(request),
             limit=page_limit(request, default=50, maximum=200),
         )
         return Response(

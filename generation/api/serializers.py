@@ -7,12 +7,16 @@ against the catalog (generation/catalog.py), also before anything is reserved or
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from generation.documents import job_document, job_render
 from generation.jobs.services import GenerationRequest
-from generation.models import Job
+from generation.models import Batch, Job, WebhookDelivery
 from tenants.errors import InvalidRequest
+from tenants.json_types import StrictTypesSerializer
 from tenants.models import Organization, Tier
 
 SAFETY_LEVELS = ["block_low_and_above", "block_medium_and_above", "block_only_high", "block_none"]
@@ -21,7 +25,9 @@ RESOLUTIONS = {"512": "512", "1k": "1K", "2k": "2K", "4k": "4K"}
 FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 
 
-class GenerationCreateInputSerializer(serializers.Serializer):
+class GenerationCreateInputSerializer(StrictTypesSerializer):
+    """JSON types are strict (`"count": "2"` is a 400), as the published schema says."""
+
     prompt = serializers.CharField(max_length=4000)
     tier = serializers.ChoiceField(choices=Tier.choices, required=False)
     model = serializers.CharField(max_length=100, required=False)
@@ -40,6 +46,11 @@ class GenerationCreateInputSerializer(serializers.Serializer):
     webhook_url = serializers.URLField(max_length=2000, required=False, allow_null=True)
     metadata = serializers.DictField(
         child=serializers.CharField(max_length=500, allow_blank=True), required=False
+    )
+    # Refused before anything is reserved when the worst case (count x the highest unit price that
+    # could apply) is above it. Kept as a decimal string: batch items are stored as JSON.
+    max_cost = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal("0"), required=False, allow_null=True
     )
 
     def to_internal_value(self, data):
@@ -76,6 +87,9 @@ class GenerationCreateInputSerializer(serializers.Serializer):
             except InvalidRequest as exc:
                 raise serializers.ValidationError(exc.message) from None
         return value
+
+    def validate_max_cost(self, value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
 
     def validate_metadata(self, value: dict) -> dict:
         if len(value) > 16 or any(len(key) > 40 for key in value):
@@ -130,8 +144,13 @@ class JobOutputSerializer(serializers.Serializer):
     aspect_ratio = serializers.CharField()
     resolution = serializers.CharField()
     output_format = serializers.CharField()
+    compression_quality = serializers.IntegerField(allow_null=True)
     seed = serializers.IntegerField(allow_null=True)
     negative_prompt = serializers.CharField(allow_null=True)
+    safety_level = serializers.CharField(allow_null=True)
+    person_generation = serializers.CharField(allow_null=True)
+    fallback = serializers.ChoiceField(choices=Organization.Fallback.choices)
+    notice = serializers.CharField(allow_null=True, help_text="e.g. why a pinned model was migrated")
     images = ImageOutputSerializer(many=True)
     usage = JobUsageOutputSerializer()
     error = ErrorOutputSerializer(allow_null=True)
@@ -141,7 +160,78 @@ class JobOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     latency_ms = serializers.IntegerField(allow_null=True)
     metadata = serializers.DictField()
+    webhook_url = serializers.CharField(allow_null=True)
 
     def to_representation(self, job: Job | dict) -> dict:
         document = job if isinstance(job, dict) else job_document(job, list(job.images.all()))
         return job_render(document)
+
+
+# The other resources are rendered by generation.documents directly; these declare their shape for
+# the OpenAPI schema, and generation/tests/test_documents.py holds the two against each other.
+class BatchCountsOutputSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    running = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    filtered = serializers.IntegerField()
+    canceled = serializers.IntegerField()
+
+
+class BatchOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    status = serializers.ChoiceField(choices=Batch.Status.choices)
+    counts = BatchCountsOutputSerializer()
+    webhook_url = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    canceled_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class BatchItemOutputSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    custom_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=Job.Status.choices)
+    generation = JobOutputSerializer(allow_null=True)
+
+
+class WebhookEndpointOutputSerializer(serializers.Serializer):
+    object = serializers.CharField()
+    url = serializers.CharField(allow_null=True)
+    enabled = serializers.BooleanField()
+    secret = serializers.CharField(allow_null=True, help_text="null for read-only keys")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class WebhookDeliveryOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    event = serializers.CharField()
+    object_id = serializers.CharField()
+    url = serializers.CharField()
+    status = serializers.ChoiceField(choices=WebhookDelivery.Status.choices)
+    attempts = serializers.IntegerField()
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+def list_of(
+    name: str, item: serializers.Serializer, *, cursor: type[serializers.Field] = serializers.CharField
+):
+    """The list envelope of generation.pagination (`object`, `data`, `has_more`, `next_cursor`)."""
+    return inline_serializer(
+        name,
+        {
+            "object": serializers.CharField(),
+            "data": item,
+            "has_more": serializers.BooleanField(),
+            "next_cursor": cursor(allow_null=True),
+        },
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.http import FileResponse, Http404, JsonResponse
 from django.views import View
 from drf_spectacular.types import OpenApiTypes
@@ -17,7 +19,7 @@ from generation.api.serializers import (
     job_render,
 )
 from generation.api.waiting import idempotency_key_of, job_document_of, job_submit_document, job_wait_document
-from generation.engine.storage import image_open, image_url_valid
+from generation.engine.storage import image_open, image_url_expiry
 from generation.jobs.selectors import job_get, job_list, models_for_organization
 from generation.jobs.services import job_cancel
 from generation.models import Image, Job
@@ -25,6 +27,7 @@ from generation.pagination import page_cursor, page_limit, page_response
 from tenants.api import OrganizationScopedAPIView
 from tenants.errors import InvalidRequest
 from tenants.schema import ERRORS
+from tenants.selectors import organization_spend_status
 
 MAX_WAIT_SECONDS = 60
 # HTTP status for a job that failed while the client waited for it (`?wait=`).
@@ -112,7 +115,12 @@ class GenerationListCreateView(OrganizationScopedAPIView):
             wait=wait,
             idempotency_key=idempotency_key,
         )
-        return job_response(document, waited=bool(wait))
+        response = job_response(document, waited=bool(wait))
+        # What is left of this month's quota and caps, after this request's reservation.
+        status = organization_spend_status(organization=self.organization, api_key=self.api_key)
+        for name, value in status.headers().items():
+            response[name] = value
+        return response
 
     @extend_schema(
         responses={200: JOB_LIST, **ERRORS},
@@ -166,9 +174,14 @@ class ImageFileView(View):
     """Serves a stored image to whoever holds its signed, unexpired URL (no API key needed)."""
 
     def get(self, request, public_id: str, ext: str):
-        if not image_url_valid(
-            public_id=public_id, expires=request.GET.get("expires"), signature=request.GET.get("signature")
-        ):
+        now = time.time()
+        expires_at = image_url_expiry(
+            public_id=public_id,
+            expires=request.GET.get("expires"),
+            signature=request.GET.get("signature"),
+            now=now,
+        )
+        if expires_at is None:
             return JsonResponse(
                 {
                     "error": {
@@ -188,7 +201,8 @@ class ImageFileView(View):
         if image is None or not image.storage_path.endswith(f".{ext}"):
             raise Http404
         response = FileResponse(image_open(image.storage_path), content_type=image.mime_type)
-        response["Cache-Control"] = "private, max-age=3600"
+        # A cached copy must not outlive the URL: at most an hour, never past its expiry.
+        response["Cache-Control"] = f"private, max-age={max(0, min(3600, int(expires_at - now)))}"
         return response
 
 
@@ -200,3 +214,16 @@ class OpenApiSchemaView(SpectacularJSONAPIView):
 class ApiDocsView(SpectacularRedocView):
     authentication_classes = []
     permission_classes = []
+
+    # Redoc (third-party, served from our static files) injects its styles at run time and runs its
+    # search in a blob: worker; only this page gets those two allowances, never an inline script.
+    CONTENT_SECURITY_POLICY = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; worker-src blob:; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+    )
+
+    @extend_schema(exclude=True)
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        response["Content-Security-Policy"] = self.CONTENT_SECURITY_POLICY
+        return response

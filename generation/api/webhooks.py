@@ -3,11 +3,15 @@ Thin views over generation.webhooks.services; documents from generation.document
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from generation.api.serializers import (
+    WebhookDeliveryOutputSerializer,
+    WebhookEndpointOutputSerializer,
+    list_of,
+)
 from generation.documents import webhook_delivery_document, webhook_endpoint_document
 from generation.models import WebhookDelivery
 from generation.pagination import page_cursor, page_limit, page_response
@@ -30,17 +34,8 @@ class WebhookInputSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(default=True)
 
 
-WEBHOOK = inline_serializer(
-    "WebhookEndpoint",
-    {
-        "object": serializers.CharField(),
-        "url": serializers.CharField(allow_null=True),
-        "enabled": serializers.BooleanField(),
-        "secret": serializers.CharField(allow_null=True, help_text="null for read-only keys"),
-        "created_at": serializers.DateTimeField(),
-        "updated_at": serializers.DateTimeField(),
-    },
-)
+WEBHOOK = WebhookEndpointOutputSerializer
+DELIVERIES = list_of("WebhookDeliveryList", WebhookDeliveryOutputSerializer(many=True))
 
 
 class WebhookView(OrganizationScopedAPIView):
@@ -82,7 +77,7 @@ class WebhookDeliveryListView(OrganizationScopedAPIView):
     required_scope = "read"
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: DELIVERIES, **ERRORS},
         parameters=[
             OpenApiParameter("status", str, enum=WebhookDelivery.Status.values),
             OpenApiParameter("cursor", str),
@@ -109,7 +104,9 @@ class WebhookDeliveryRetryView(OrganizationScopedAPIView):
     required_scope = "generate"
 
     @extend_schema(
-        request=None, responses={200: OpenApiTypes.OBJECT, **ERRORS}, operation_id="webhook_delivery_retry"
+        request=None,
+        responses={200: WebhookDeliveryOutputSerializer, **ERRORS},
+        operation_id="webhook_delivery_retry",
     )
     def post(self, request, public_id: str):
         delivery = webhook_delivery_retry(organization=self.organization, public_id=public_id)

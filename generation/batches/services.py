@@ -43,6 +43,7 @@ from tenants.errors import (
     TenantSuspended,
 )
 from tenants.models import ApiKey, Organization
+from tenants.parsers import json_parse
 from tenants.selectors import organization_limits
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,8 @@ def batch_items_parse_jsonl(*, text: str) -> list:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            items.append(json.loads(line))
-        except ValueError:
-            raise InvalidRequest(f"Line {number} is not valid JSON.", param=f"line {number}") from None
+        # The API's one JSON reader: depth-bounded, no NUL anywhere (custom_id and keys included).
+        items.append(json_parse(line, param=f"line {number}"))
     return items
 
 
@@ -108,7 +107,7 @@ def batch_cancel(*, organization: Organization, public_id: str) -> Batch:
     """Stop feeding, cancel the queued items; running ones finish (and are billed) normally."""
     batch = batch_get(organization=organization, public_id=public_id)
     updated = Batch.objects.filter(pk=batch.pk, status=Batch.Status.IN_PROGRESS).update(
-        status=Batch.Status.CANCELLING, cancelled_at=timezone.now()
+        status=Batch.Status.CANCELING, cancelled_at=timezone.now()
     )
     if not updated:
         raise Conflict(f"Batch {public_id} is already {batch.status}.")
@@ -239,7 +238,7 @@ def batch_complete_if_done(*, batch_pk: int) -> bool:
         return False
     if Job.objects.filter(batch_id=batch_pk, status__in=ACTIVE).exists():
         return False
-    final = Batch.Status.COMPLETED if batch.status == Batch.Status.IN_PROGRESS else Batch.Status.CANCELLED
+    final = Batch.Status.COMPLETED if batch.status == Batch.Status.IN_PROGRESS else Batch.Status.CANCELED
     with transaction.atomic():
         if not Batch.objects.filter(pk=batch_pk, status=batch.status).update(
             status=final, finished_at=timezone.now()
@@ -270,7 +269,7 @@ def batch_feed_all() -> int:
     """The feeder's periodic pass (every worker's runner): tops up every open batch and completes
     the finished ones; this is what re-drives a batch whose feeder died."""
     pks = list(
-        Batch.objects.filter(status__in=[Batch.Status.IN_PROGRESS, Batch.Status.CANCELLING])
+        Batch.objects.filter(status__in=[Batch.Status.IN_PROGRESS, Batch.Status.CANCELING])
         .order_by("pk")
         .values_list("pk", flat=True)[:200]
     )

@@ -37,7 +37,7 @@ TIER_ALIASES = {
 }
 
 # Where a saturated or failing tier may be served from, when the tenant's policy allows it.
-FALLBACK_TIERS = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
+FALLBACK_TIERS: dict[str, list[str]] = {Tier.FAST: [Tier.STANDARD], Tier.STANDARD: [], Tier.ULTRA: []}
 
 # Request parameters checked against route capabilities, in the order errors are reported.
 _OPTIONAL_FEATURES = ("seed", "negative_prompt")
@@ -350,16 +350,18 @@ def route_plan(
             routes = [
                 r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)
             ]
-            if not routes:
-                raise InvalidRequest(
-                    f"No route can serve the successor '{model_id}' right now.", param="model"
+            if not routes:  # the successor is not served (in this tier): say so, not IndexError
+                raise ModelRetired(
+                    f"Model '{retired.model_id}' was retired and its successor '{successor}' is not "
+                    f"served{f' in the {tier} tier' if tier else ''}. Choose another model or tier.",
+                    param="model",
                 )
         tier = tier or routes[0].tier
         routes = [r for r in routes if r.tier == tier]
         fallback_tiers: list[str] = []  # a pinned model is never swapped for another tier's model
     else:
         routes = [r for r in snapshot.routes if r.tier == tier]
-        fallback_tiers = FALLBACK_TIERS.get(tier, []) if fallback_policy != "deny" else []
+        fallback_tiers = FALLBACK_TIERS.get(tier or "", []) if fallback_policy != "deny" else []
 
     if tier not in allowed_tiers:
         raise PermissionDenied(

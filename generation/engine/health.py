@@ -109,13 +109,13 @@ class HealthBook:
         steps of 25%, so routes about as fast as each other keep the operator's `position` order;
         a route without measurements is assumed as fast as the best measured one (position decides)."""
         now = time.monotonic()
-        measured = [self.state(r.id).ewma_ms for r in routes if self.state(r.id).ewma_ms is not None]
+        measured = [ewma for r in routes if (ewma := self.state(r.id).ewma_ms) is not None]
         assumed = min(measured) if measured else 1.0
 
         def key(route):
             state = self.state(route.id)
             closed = state.open_until <= now and not self._remote_is_open(route.id, now)
-            latency = max(state.ewma_ms if state.ewma_ms is not None else assumed, 1.0)
+            latency = max(assumed if state.ewma_ms is None else state.ewma_ms, 1.0)
             return (0 if closed else 1, round(math.log(latency, LATENCY_STEP)), route.position)
 
         return sorted(routes, key=key)

@@ -23,16 +23,42 @@ from tenants.errors import InvalidRequest
 
 def _system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # DNS is the network edge: tests swap this for a function returning chosen addresses.
 resolver: Callable[[str, int], list[str]] = _system_resolver
 
 
+# Denied explicitly, whatever `is_global` says on this Python version (3.11 treats some as global):
+# transition ranges that embed or tunnel to another address, and deprecated site-local space.
+DENIED_NETWORKS = [
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "192.0.0.0/24",
+        "198.18.0.0/15",
+        "::/96",  # IPv4-compatible (deprecated)
+        "2001::/32",  # Teredo tunnels
+        "2001:db8::/32",
+        "2002::/16",  # 6to4: embeds any IPv4 address, 127.0.0.1 included
+        "fc00::/7",
+        "fec0::/10",  # site-local (deprecated)
+        "64:ff9b:1::/48",  # local-use NAT64
+    )
+]
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in NAT64:  # well-known NAT64 prefix: judge the IPv4 address it carries
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in network for network in DENIED_NETWORKS if network.version == address.version):
+        return False
     return address.is_global and not (
         address.is_multicast
         or address.is_loopback
@@ -43,13 +69,28 @@ def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
     )
 
 
+# Ports of services that are commonly reachable on a "public" address but must never receive a
+# request we were told to make (Docker, etcd, databases, caches, brokers, cluster agents).
+DENIED_PORTS = frozenset(
+    {2375, 2376, 2379, 2380, 3306, 5432, 5672, 5984, 6379, 6443, 8500, 9200, 9300, 10250, 11211, 15672, 27017}
+)
+
+
+def port_allowed(port: int) -> bool:
+    """443 and 80, or an unprivileged port (>= 1024) that is not a known internal service's."""
+    return port in (80, 443) or (1024 <= port <= 65535 and port not in DENIED_PORTS)
+
+
 def outbound_url_check(*, url: str, param: str = "url") -> tuple[str, int, list[str]]:
     """Refuse URLs we must not call; returns (host, port, addresses checked).
 
-    https only, and every address the host resolves to must be public, unless
+    https only, an allowed port (`port_allowed`), and every address the host resolves to must be
+    public (`_address_allowed`, with DENIED_NETWORKS and NAT64's embedded IPv4), unless
     WEBHOOK_ALLOW_PRIVATE_URLS is on (tests only)."""
     allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS
     try:
+        if not isinstance(url, str) or any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+            raise ValueError("control characters")  # a NUL would reach getaddrinfo as a ValueError
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
@@ -60,6 +101,12 @@ def outbound_url_check(*, url: str, param: str = "url") -> tuple[str, int, list[
     host = parts.hostname
     if not host or parts.username or parts.password:
         raise InvalidRequest("The URL needs a host and no credentials.", param=param)
+    if not allow_private and not port_allowed(port):
+        raise InvalidRequest(
+            f"Port {port} is not allowed: use 443, 80, or a port from 1024 up that is not a database "
+            "or cluster service's.",
+            param=param,
+        )
     try:
         literal = ipaddress.ip_address(host)
         addresses = [str(literal)]

@@ -41,12 +41,20 @@ from generation.engine.providers.base import UpstreamBadRequest
 from generation.engine.router import Outcome
 from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
 from generation.errors import IdempotencyConflict, JobNotCancelable
-from generation.models import Batch, Image, Job
+from generation.models import Batch, Image, Job, new_job_id
 from generation.params import GenerationParams
 from tenants.admission import generation_admit
-from tenants.errors import NotFound
+from tenants.errors import MaxCostExceeded, NotFound
 from tenants.ids import new_public_id
-from tenants.limits import concurrency_acquire, concurrency_release, quota_release, quota_reserve
+from tenants.limits import (
+    concurrency_acquire,
+    concurrency_release,
+    quota_release,
+    quota_reserve,
+    spend_reserve,
+    spend_settle,
+    test_images_reserve,
+)
 from tenants.models import ApiKey, Organization
 from tenants.selectors import organization_limits
 
@@ -64,6 +72,8 @@ class GenerationRequest(GenerationParams):
     fallback: str | None = None
     webhook_url: str | None = None
     metadata: dict = field(default_factory=dict)
+    # The most the caller accepts to pay for this request (decimal string, the plan's currency).
+    max_cost: str | None = None
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
@@ -106,6 +116,17 @@ def request_plan(*, organization: Organization, api_key: ApiKey, request: Genera
     )
 
 
+def worst_case_unit_price(*, organization: Organization, plan: RoutePlan, fallback_policy: str) -> Decimal:
+    """The highest unit price any image of this request could be billed at: the requested tier's
+    under fallback "allow" (a fallback is billed at the requested price), else the highest price of
+    the tiers that may serve it."""
+    prices = organization.plan
+    if fallback_policy == Organization.Fallback.ALLOW:
+        return prices.price_for(plan.tier)
+    tiers = {plan.tier} | {route.tier for route in plan.fallback}
+    return max(prices.price_for(tier) for tier in tiers)
+
+
 def job_submit(
     *,
     organization: Organization,
@@ -133,12 +154,36 @@ def job_submit(
     params = request.to_json()
     if plan.notice:
         params["model_notice"] = plan.notice
+    unit_price = (
+        worst_case_unit_price(organization=organization, plan=plan, fallback_policy=fallback_policy)
+        if livemode
+        else Decimal("0")  # test keys always use the sandbox, never billed
+    )
+    if request.max_cost is not None and unit_price * request.count > Decimal(request.max_cost):
+        raise MaxCostExceeded(
+            f"This request may cost up to {unit_price * request.count} {organization.plan.currency} "
+            f"({request.count} x {unit_price}), above its max_cost of {request.max_cost}.",
+            param="max_cost",
+        )
+    public_id = public_id or new_job_id()
     try:
         with transaction.atomic():
-            period = quota_reserve(organization=organization, images=request.count) if livemode else None
+            # Lock order (the release takes the same): quota month, key month, then the organization.
+            if livemode:
+                period = quota_reserve(organization=organization, images=request.count)
+                spend_reserve(
+                    organization=organization,
+                    api_key=api_key,
+                    job_public_id=public_id,
+                    images=request.count,
+                    unit_price=unit_price,
+                )
+            else:
+                period = None
+                test_images_reserve(organization=organization, images=request.count)
             concurrency_acquire(organization=organization)
             job = Job.objects.create(
-                **({"public_id": public_id} if public_id else {}),
+                public_id=public_id,
                 organization=organization,
                 api_key=api_key,
                 livemode=livemode,
@@ -229,11 +274,13 @@ class LeaseLost(Exception):
     """The job is no longer ours (canceled, or the lease expired and another worker took it)."""
 
 
-def _release(job: Job, *, delivered: int) -> None:
+def _release(job: Job, *, delivered: int, amount: Decimal = Decimal("0")) -> None:
     if job.livemode and job.quota_period is not None:
         quota_release(
             organization_id=job.organization_id, images=job.count - delivered, period_start=job.quota_period
         )
+    if job.livemode:
+        spend_settle(job_public_id=job.public_id, images=delivered, amount=amount)
     concurrency_release(organization_id=job.organization_id)
 
 
@@ -327,7 +374,7 @@ def job_succeed(
     ]
     Image.objects.bulk_create(rows)
     UsageRecord.objects.bulk_create(records)
-    _release(job, delivered=len(delivered))
+    _release(job, delivered=len(delivered), amount=amount)
     _finished(job, rows, **fields)
 
 
@@ -375,17 +422,19 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
     stored: list[DeliveredImage] = []
     for index, routed in enumerate(outcome.images[: job.count]):
         image, route = routed.image, routed.route
-        common = {
-            "index": index,
-            "public_id": new_public_id("img"),
-            "served_tier": route.tier,
-            "model": route.model_id,
-            "route": route.label,
-            "is_sandbox": route.is_sandbox,
-        }
+        public_id = new_public_id("img")
+        common = partial(
+            DeliveredImage,
+            index=index,
+            public_id=public_id,
+            served_tier=route.tier,
+            model=route.model_id,
+            route=route.label,
+            is_sandbox=route.is_sandbox,
+        )
         if image.filtered or not image.data:
             stored.append(
-                DeliveredImage(
+                common(
                     storage_path="",
                     width=None,
                     height=None,
@@ -393,7 +442,6 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
                     size_bytes=0,
                     filtered=True,
                     filter_reason=image.filter_reason or "filtered by the upstream safety system",
-                    **common,
                 )
             )
             continue
@@ -401,9 +449,9 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
         if mime != MIME_TYPES[wanted]:
             data, mime = image_transcode(data, output_format=wanted, quality=quality), MIME_TYPES[wanted]
         width, height = image_dimensions(data)
-        path = image_store(path_prefix=prefix, image_public_id=common["public_id"], data=data, mime_type=mime)
+        path = image_store(path_prefix=prefix, image_public_id=public_id, data=data, mime_type=mime)
         stored.append(
-            DeliveredImage(
+            common(
                 storage_path=path,
                 width=width,
                 height=height,
@@ -411,7 +459,6 @@ def _store_images(job: Job, outcome: Outcome) -> list[DeliveredImage]:
                 size_bytes=len(data),
                 filtered=False,
                 filter_reason="",
-                **common,
             )
         )
     return stored

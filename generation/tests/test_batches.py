@@ -42,7 +42,7 @@ def wait_batch(client, batch_id, timeout=90.0, on_poll=None):
         body = client.get(f"{URL}/{batch_id}").json()
         if on_poll:
             on_poll(body)
-        if body["status"] in ("completed", "cancelled"):
+        if body["status"] in ("completed", "canceled"):
             return body
         time.sleep(0.1)
     raise AssertionError(f"batch not finished: {body}")
@@ -138,7 +138,7 @@ def test_a_batch_of_200_completes_with_every_item_accounted_for(alice, pro_plan)
         "succeeded": 200,
         "failed": 0,
         "filtered": 0,
-        "cancelled": 0,
+        "canceled": 0,
     }
     jobs = Job.objects.filter(batch__public_id=batch["id"])
     assert sorted(jobs.values_list("custom_id", flat=True)) == sorted(f"item-{i}" for i in range(200))
@@ -225,11 +225,11 @@ def test_cancel_stops_queued_items_and_running_ones_finish(alice):
     batch = client.post(URL, {"requests": items(6)}, format="json").json()
     response = client.post(f"{URL}/{batch['id']}/cancel")
     assert response.status_code == 200, response.content
-    assert response.json()["status"] in ("cancelling", "cancelled")
+    assert response.json()["status"] in ("canceling", "canceled")
     done = wait_batch(client, batch["id"])
     counts = done["counts"]
-    assert done["status"] == "cancelled"
-    assert counts["succeeded"] + counts["cancelled"] == 6 and counts["cancelled"] >= 5
+    assert done["status"] == "canceled"
+    assert counts["succeeded"] + counts["canceled"] == 6 and counts["canceled"] >= 5
     jobs = Job.objects.filter(batch__public_id=batch["id"])
     assert (
         UsageRecord.objects.filter(job_public_id__in=jobs.values_list("public_id", flat=True)).count()

@@ -152,3 +152,13 @@ def test_vertex_credentials_from_a_secret_file(pro_plan, tmp_path, monkeypatch):
     assert credentials.project == "proj-1"
     labels = [r.label for r in plan(tier="fast").primary]
     assert labels == ["vertex-global/gemini-3.1-flash-image"]
+
+
+def test_auto_migration_to_a_successor_without_routes_is_a_clear_400(pro_plan):
+    from generation.models import Route
+
+    Route.objects.filter(model__model_id="gemini-3.1-flash-image").delete()
+    catalog_invalidate()
+    with pytest.raises(ModelRetired) as excinfo:
+        plan(model="imagen-4.0-fast-generate-001", auto_migrate_models=True)
+    assert excinfo.value.param == "model" and "is not served" in excinfo.value.message

@@ -56,6 +56,7 @@ SEND_LEASE_SECONDS = 60
 REDRIVE_BATCH = 100
 EVENT_GENERATION_COMPLETED = "generation.completed"
 EVENT_BATCH_COMPLETED = "batch.completed"
+EVENT_SPEND_THRESHOLD = "spend.threshold_reached"
 USER_AGENT = "Imagegate-Webhooks/1"
 
 
@@ -182,6 +183,32 @@ def webhook_job_finished(*, job: Job, document: dict) -> WebhookDelivery | None:
 def webhook_batch_finished(*, batch: Batch, document: dict) -> WebhookDelivery | None:
     """`events.batch_finished` subscriber (inside the batch's terminal transaction)."""
     return _object_finished(batch, event=EVENT_BATCH_COMPLETED, document=document)
+
+
+def webhook_spend_threshold(*, organization: Organization, alert) -> WebhookDelivery | None:
+    """A spend threshold of the organization's monthly cap was reached (a tenants.limits hook,
+    called once per threshold per month in the transaction that records it): tell the
+    organization's webhook URL, if it has one."""
+    url, _ = _target(organization.pk, "")
+    if not url:
+        return None
+    payload = {
+        "object": "spend_threshold",
+        "organization": organization.public_id,
+        "period_start": alert.period_start.isoformat(),
+        "threshold_percent": alert.threshold,
+        "spend": f"{alert.spend:.4f}",
+        "monthly_cap": f"{alert.cap:.2f}",
+        "currency": organization.plan.currency,
+    }
+    object_id = f"{alert.period_start:%Y-%m}-{alert.threshold}"
+    return webhook_event_create(
+        organization_id=organization.pk,
+        event=EVENT_SPEND_THRESHOLD,
+        object_id=object_id,
+        payload=payload,
+        url=url,
+    )
 
 
 # --- Sending ----------------------------------------------------------------------------------

@@ -105,3 +105,24 @@ def test_revoke_keys_actions(staff_client, alice, charlie):
     assert alice.client(alice.raw_live_key).get("/v1/organization").status_code == 401
     assert not ApiKey.objects.filter(organization=alice.organization, revoked_at__isnull=True).exists()
     assert charlie.client().get("/v1/organization").status_code == 200
+
+
+def test_operators_edit_key_caps_and_the_organization_spend_cap(staff_client, alice):
+    from decimal import Decimal
+
+    key = alice.live_key
+    page = staff_client.get(f"/admin/tenants/apikey/{key.pk}/change/")
+    assert b"monthly_image_cap" in page.content and b"monthly_spend_cap" in page.content
+    data = {
+        "name": key.name,
+        "scopes": '["generate", "read"]',
+        "monthly_image_cap": "10",
+        "monthly_spend_cap": "5.00",
+    }
+    assert staff_client.post(f"/admin/tenants/apikey/{key.pk}/change/", data).status_code == 302
+    key.refresh_from_db()
+    assert (key.monthly_image_cap, key.monthly_spend_cap) == (10, Decimal("5.00"))
+
+    org_page = staff_client.get(f"/admin/tenants/organization/{alice.organization.pk}/change/").content
+    assert b"Spend controls" in org_page and b"spend_alert_thresholds" in org_page
+    assert staff_client.get("/admin/tenants/spendalert/").status_code == 200

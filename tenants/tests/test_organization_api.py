@@ -101,8 +101,10 @@ def test_malformed_or_unknown_key_is_401(anon, alice, header):
     assert_error(anon.get(URL), 401, "invalid_api_key")
 
 
-def test_key_in_query_string_is_ignored(anon, alice):
-    assert_error(anon.get(f"{URL}?key={alice.raw_key}"), 401, "invalid_api_key")
+def test_key_in_query_string_is_refused(anon, alice):
+    # Issue 13: a key in the URL is refused with its own code (it was silently ignored: 401).
+    assert_error(anon.get(f"{URL}?key={alice.raw_key}"), 400, "api_key_in_query")
+    assert_error(alice.client().get(f"{URL}?api_key=x"), 400, "api_key_in_query")
 
 
 def test_revoked_key_is_401(alice):

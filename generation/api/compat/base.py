@@ -8,7 +8,6 @@ stored file is what was billed and what `GET /v1/generations/{id}` serves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import pybase64
@@ -33,7 +32,11 @@ class CompatAPIView(OrganizationScopedAPIView):
     required_scope = "generate"
     # Our parameter names -> the protocol's, for error messages (see compat.errors.with_param_names).
     param_names: ClassVar[dict[str, str]] = {}
-    render_error: ClassVar[Callable[[ImagegateError], Response]]
+
+    @staticmethod
+    def render_error(error: ImagegateError) -> Response:
+        """How errors look in this protocol (tenants.api.exception_handler calls it)."""
+        raise NotImplementedError
 
     def native_request(self, data: dict) -> GenerationRequest:
         """Validate the mapped request with the native API's own rules (one set of rules)."""

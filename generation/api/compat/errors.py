@@ -24,7 +24,15 @@ from tenants.errors import ImagegateError
 # generation is still running (and billed if it delivers): a retry would start, and bill, another.
 # An Idempotency-Key reused with another body stays a conflict however often it is sent.
 NOT_RETRYABLE_CODES = frozenset(
-    {"quota_exceeded", "tenant_suspended", "payment_required", "generation_timeout", "idempotency_conflict"}
+    {
+        "quota_exceeded",
+        "spend_cap_exceeded",
+        "key_cap_exceeded",
+        "tenant_suspended",
+        "payment_required",
+        "generation_timeout",
+        "idempotency_conflict",
+    }
 )
 
 # A failed job's error code -> the error raised to the waiting compat client.

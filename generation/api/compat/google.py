@@ -109,6 +109,14 @@ def _object(value, name: str) -> dict:
     return value
 
 
+def _array(value, name: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"Invalid value at '{name}': expected a list.", param=name)
+    return value
+
+
 def _refuse_unknown(data: dict, known: set[str], prefix: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
@@ -227,7 +235,7 @@ def generate_content_native_request(body) -> dict:
         content = _object(content, f"contents[{index}]")
         if content.get("role", "user") != "user":
             continue  # earlier model turns carry no instructions for the new image
-        for part_index, part in enumerate(content.get("parts") or []):
+        for part_index, part in enumerate(_array(content.get("parts"), f"contents[{index}].parts")):
             part = _object(part, f"contents[{index}].parts[{part_index}]")
             if "text" not in part:
                 kind = next(iter(part), "part")
