@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import cast
 
 from django.utils import timezone
 
@@ -335,7 +336,8 @@ def route_plan(
             known = sorted(snapshot.model_ids() | set(TIER_ALIASES))
             raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
         if all(r.is_retired(today) for r in routes) and (routes or info):
-            retired = routes[0] if routes else info
+            # No routes left: `info` is the retired model itself (checked just above).
+            retired: RouteSpec | ModelInfo = routes[0] if routes else cast(ModelInfo, info)
             successor = retired.successor_model_id
             if not (auto_migrate_models and successor):
                 raise ModelRetired(

@@ -6,6 +6,7 @@ import datetime
 import re
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import time_machine
@@ -30,7 +31,7 @@ def params(**overrides) -> GenerationParams:
 
 
 def plan(**kwargs):
-    options = {
+    options: dict[str, Any] = {
         "livemode": True,
         "allowed_tiers": ALL,
         "fallback_policy": "deny",
