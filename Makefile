@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/compression.py
 	$(BIN)/python tests/bench/batch_fairness.py
 	$(BIN)/python tests/bench/billing_outbox.py $(BILLING_BENCH_ARGS)
+	$(BIN)/python tests/bench/edits.py
 
 # The wheel ships the product only: no fake servers, no tests.
 wheel-check: $(STAMP)

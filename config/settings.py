@@ -229,7 +229,6 @@ RATE_LIMIT_WINDOW_SECONDS = 60
 # multipart uploads of up to BATCH_MAX_REQUESTS lines) has its own, larger limit.
 REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024, minimum=1024)
 BATCH_BODY_MAX_BYTES = env_int("BATCH_BODY_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 # Deepest nesting of arrays/objects accepted in a JSON body (deeper is a 400, never a RecursionError).
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 32, minimum=4)
 # Reverse proxies in front of gunicorn that append to X-Forwarded-For (nginx as documented: 1).
@@ -311,6 +310,28 @@ GENERATION_INLINE_DOORBELL = env_bool("GENERATION_INLINE_DOORBELL", False)
 # How long an OpenAI/Google-compatible request waits for its job before answering 504 (the job
 # keeps running and is billed only if it delivers; it is visible in GET /v1/generations).
 COMPAT_WAIT_SECONDS = env_int("COMPAT_WAIT_SECONDS", 60, minimum=1)
+
+# --- Input images (generation.files) -----------------------------------------------------------
+# Largest input image we accept at all, per file (uploads, URL fetches, base64, multipart edits);
+# each model's own byte and pixel limits (catalog capabilities "inputs") are checked on use.
+FILES_MAX_BYTES = env_int("FILES_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+FILES_MAX_PIXELS = env_int("FILES_MAX_PIXELS", 50_000_000, minimum=1)
+# How long an input file is kept (uploaded or inline); a file an unfinished job uses is kept longer.
+FILES_RETENTION_SECONDS = env_int("FILES_RETENTION_SECONDS", 7 * 24 * 3600, minimum=60)
+# Fetching an input image from a tenant's https URL: whole-fetch time limit and redirects followed
+# (each redirect target is checked against the SSRF rules again, see engine/outbound.py).
+FILES_FETCH_TIMEOUT_SECONDS = env_float("FILES_FETCH_TIMEOUT_SECONDS", 10.0)
+FILES_FETCH_MAX_REDIRECTS = env_int("FILES_FETCH_MAX_REDIRECTS", 3, minimum=0)
+# Tests only: also allow http:// and private/loopback addresses for input-image URLs.
+FILES_ALLOW_PRIVATE_URLS = env_bool("FILES_ALLOW_PRIVATE_URLS", False)
+# Bodies that may carry input images (POST /v1/files, /v1/images/edits, /v1/generations,
+# :generateContent, the playground; multipart files or base64 in JSON) are bounded by this
+# instead of REQUEST_BODY_MAX_BYTES (tenants.middleware.body_limit): a few images at most.
+IMAGE_BODY_MAX_BYTES = env_int("IMAGE_BODY_MAX_BYTES", 50 * 1024 * 1024, minimum=1024)
+# The request guard bounds every body by its path first; Django's own cap must not be lower.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(REQUEST_BODY_MAX_BYTES, IMAGE_BODY_MAX_BYTES)
+# Multipart files up to this stay in memory; bigger ones spool to a temporary file.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024, minimum=1024)
 
 # --- Batches and tenant webhooks --------------------------------------------------------------
 # Share of the organization's concurrent-job limit one batch may hold (at least 1 job), so the

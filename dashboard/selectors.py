@@ -18,7 +18,8 @@ from billing.models import UsageRecord
 from billing.selectors import ZERO, organization_usage
 from generation.batches.services import batch_list
 from generation.engine.health import circuits_open
-from generation.models import Batch, Image, Job, Route, RouteStatsMinute
+from generation.engine.storage import image_url
+from generation.models import Batch, Image, InputFile, Job, JobInput, Route, RouteStatsMinute
 from tenants.models import ALL_TIERS, ApiKey, Organization
 from tenants.selectors import billing_period_start, organization_overview
 
@@ -98,7 +99,10 @@ def organization_dashboard(*, organization: Organization, now: datetime | None =
 
     images = Image.objects.for_org(organization).filter(created_at__gte=_midnight(month))
     image_counts = images.aggregate(total=Count("id"), filtered=Count("id", filter=Q(filtered=True)))
-    recent = list(Job.objects.for_org(organization).select_related("organization").order_by("-public_id")[:8])
+    recent = with_thumbnails(
+        list(Job.objects.for_org(organization).select_related("organization").order_by("-public_id")[:8]),
+        organization=organization,
+    )
     return Overview(
         overview=organization_overview(organization=organization, now=now),
         images=sum(row.images for row in usage if row.livemode),
@@ -154,7 +158,82 @@ def jobs_for_dashboard(
     if cursor:
         queryset = queryset.filter(public_id__lt=cursor)
     jobs = list(queryset.order_by("-public_id")[: limit + 1])
-    return jobs[:limit], (jobs[limit - 1].public_id if len(jobs) > limit else None)
+    page = with_thumbnails(jobs[:limit], organization=organization)
+    return page, (jobs[limit - 1].public_id if len(jobs) > limit else None)
+
+
+# --- Images: thumbnails, gallery, inputs --------------------------------------------------------
+def with_thumbnails(jobs: list[Job], *, organization: Organization) -> list[Job]:
+    """Sets `job.thumbnail_url` (the first delivered image, signed) and `job.has_inputs` on each
+    job, in two queries for the whole page."""
+    ids = [job.pk for job in jobs]
+    first: dict[int, Image] = {}
+    for image in Image.objects.filter(job_id__in=ids, filtered=False).order_by("job_id", "index"):
+        first.setdefault(image.job_id, image)
+    with_inputs = set(JobInput.objects.filter(job_id__in=ids).values_list("job_id", flat=True).distinct())
+    ttl = organization.image_url_ttl_seconds
+    for job in jobs:
+        image = first.get(job.pk)
+        url = (
+            image_url(public_id=image.public_id, storage_path=image.storage_path, ttl_seconds=ttl)
+            if image and image.storage_path
+            else None
+        )
+        setattr(job, "thumbnail_url", url)  # noqa: B010 - a page attribute, not a model field
+        setattr(job, "has_inputs", job.pk in with_inputs)  # noqa: B010
+    return jobs
+
+
+@dataclass(frozen=True)
+class GalleryImage:
+    url: str
+    width: int | None
+    height: int | None
+    job_public_id: str
+    prompt: str
+    edited: bool
+
+
+def recent_images(*, organization: Organization, limit: int = 48) -> list[GalleryImage]:
+    """The newest delivered images of the organization, with the prompt that made them."""
+    rows = (
+        Image.objects.for_org(organization)
+        .filter(filtered=False)
+        .exclude(storage_path="")
+        .select_related("job")
+        .order_by("-id")[:limit]
+    )
+    ttl = organization.image_url_ttl_seconds
+    return [
+        GalleryImage(
+            url=image_url(public_id=row.public_id, storage_path=row.storage_path, ttl_seconds=ttl),
+            width=row.width,
+            height=row.height,
+            job_public_id=row.job.public_id,
+            prompt=row.job.prompt,
+            edited=bool(row.job.params.get("images")),
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class JobInputView:
+    file_public_id: str
+    role: str
+    available: bool  # False once the file was deleted (retention)
+
+
+def job_inputs(*, job: Job) -> list[JobInputView]:
+    return [
+        JobInputView(file_public_id=row.file_public_id, role=row.role, available=row.file_id is not None)
+        for row in JobInput.objects.filter(job=job).order_by("role", "position")
+    ]
+
+
+def input_file_for_dashboard(*, organization: Organization, public_id: str) -> InputFile | None:
+    """An input file of this organization (expired or not, until retention deletes it)."""
+    return InputFile.objects.for_org(organization).filter(public_id=public_id).first()
 
 
 # --- Operator -------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from generation.jobs.services import GenerationRequest, job_submit
+from generation.files.services import Upload
+from generation.jobs.services import GenerationRequest, job_submit, request_with_inputs
 from generation.models import Job
 from tenants import errors
 from tenants import services as tenant_services
@@ -24,12 +25,24 @@ from tenants.admission import api_key_check_usable, request_admit
 from tenants.models import ApiKey, Invitation, Organization
 
 
-def playground_submit(*, organization: Organization, api_key_id: str, request: GenerationRequest) -> Job:
+def playground_submit(
+    *,
+    organization: Organization,
+    api_key_id: str,
+    request: GenerationRequest,
+    images: list[Upload] | None = None,
+) -> Job:
+    """Submit with the chosen key, like the API: `images` (uploaded in the page) are stored as
+    input files through the same path as the API's."""
     api_key = ApiKey.objects.for_org(organization).filter(public_id=api_key_id).first()
     if api_key is None:
         raise errors.InvalidRequest("Choose one of this organization's API keys.", param="api_key")
     api_key_check_usable(api_key=api_key)
     request_admit(api_key=api_key, scope=ApiKey.Scope.GENERATE)
+    if images:
+        request = request_with_inputs(
+            organization=organization, api_key=api_key, request=request, images=images
+        )
     job, _ = job_submit(organization=organization, api_key=api_key, request=request)
     return job
 

@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.db import IntegrityError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -36,6 +36,8 @@ from dashboard.services import (
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
 from generation.engine.catalog_sync import open_alerts
+from generation.engine.storage import image_open
+from generation.files.services import Upload
 from generation.jobs.selectors import job_get, models_for_organization, upstream_cost_by_service_tier
 from generation.jobs.services import GenerationRequest
 from generation.models import Batch, Job
@@ -49,12 +51,13 @@ from generation.webhooks.services import (
 )
 from tenants import services as tenant_services
 from tenants.access import SESSION_ORGANIZATION, dashboard_view
-from tenants.errors import ImagegateError, NotFound
+from tenants.errors import ImagegateError, InvalidRequest, NotFound
 from tenants.limits import rate_limit_hit
 from tenants.models import ALL_TIERS, ApiKey, Invitation, Membership
 from tenants.selectors import billing_period_start
 
 SIGNUPS_PER_ADDRESS_PER_HOUR = 10
+MAX_PLAYGROUND_IMAGES = 14
 
 
 def _error_message(exc: ImagegateError) -> str:
@@ -401,7 +404,7 @@ def _wants_json(request) -> bool:
 def playground(request):
     organization = request.access.organization
     usable = selectors.playground_keys(organization=organization)
-    form = forms.PlaygroundForm(request.POST or None, keys=usable)
+    form = forms.PlaygroundForm(request.POST or None, request.FILES or None, keys=usable)
     if request.method == "POST":
         if form.is_valid():
             data = form.cleaned_data
@@ -409,6 +412,7 @@ def playground(request):
                 job = playground_submit(
                     organization=organization,
                     api_key_id=data["api_key"],
+                    images=[_upload(f) for f in request.FILES.getlist("images")[:MAX_PLAYGROUND_IMAGES]],
                     request=GenerationRequest(
                         prompt=data["prompt"],
                         tier=data["tier"],
@@ -442,6 +446,24 @@ def playground(request):
     )
 
 
+def _upload(uploaded) -> Upload:
+    if uploaded.size > settings.FILES_MAX_BYTES:
+        message = f"{uploaded.name} is larger than {settings.FILES_MAX_BYTES // 2**20} MB."
+        raise InvalidRequest(message, param="images")
+    return Upload(data=uploaded.read(), filename=uploaded.name or "")
+
+
+def _input_urls(job: Job) -> list[dict]:
+    return [
+        {
+            "id": item.file_public_id,
+            "role": item.role,
+            "url": reverse("dashboard:input-file", args=[item.file_public_id]) if item.available else None,
+        }
+        for item in selectors.job_inputs(job=job)
+    ]
+
+
 def _job_or_404(request, public_id: str) -> Job:
     try:
         return job_get(organization=request.access.organization, public_id=public_id)
@@ -454,7 +476,8 @@ def _job_or_404(request, public_id: str) -> Job:
 def job_status(request, public_id: str):
     """The job as the API shows it (signed image URLs), for the playground's live progress."""
     job = _job_or_404(request, public_id)
-    return JsonResponse(job_render(job_document(job, list(job.images.all()))))
+    document = job_render(job_document(job, list(job.images.all())))
+    return JsonResponse({**document, "inputs": _input_urls(job)})
 
 
 @require_GET
@@ -510,7 +533,27 @@ def batch_detail(request, public_id: str):
 def job_detail(request, public_id: str):
     job = _job_or_404(request, public_id)
     document = job_render(job_document(job, list(job.images.all())))
-    return render(request, "dashboard/job_detail.html", {"job": job, "document": document})
+    context = {"job": job, "document": document, "inputs": _input_urls(job)}
+    return render(request, "dashboard/job_detail.html", context)
+
+
+@require_GET
+@dashboard_view()
+def gallery(request):
+    images = selectors.recent_images(organization=request.access.organization)
+    return render(request, "dashboard/gallery.html", {"images": images})
+
+
+@require_GET
+@dashboard_view()
+def input_file(request, public_id: str):
+    """An input image of this organization (playground previews, job pages); others are 404."""
+    file = selectors.input_file_for_dashboard(organization=request.access.organization, public_id=public_id)
+    if file is None:
+        raise Http404("No such file.")
+    response = FileResponse(image_open(file.storage_path), content_type=file.mime_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 # --- Usage, settings, operator -----------------------------------------------------------------

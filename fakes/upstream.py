@@ -208,6 +208,45 @@ def google_error(
     return json_response(payload, code, headers)
 
 
+# Input images (reference images, edits): what Google checks on inlineData parts, and what one
+# input image costs in prompt tokens (Gemini 3 image models count ~560 per input image).
+INPUT_IMAGE_TOKENS = 560
+INPUT_MAX_IMAGES = 14
+INPUT_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
+INPUT_MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff", "image/webp": b"RIFF"}
+
+
+def input_parts_check(contents: list) -> tuple[Response | None, int]:
+    """Validate every inlineData part of every turn as Google does (base64, a supported image
+    type whose bytes match it, at most 14 images); returns (a 400 or None, images counted)."""
+    count = 0
+    for turn_index, turn in enumerate(contents):
+        for part_index, part in enumerate((turn or {}).get("parts") or [] if isinstance(turn, dict) else []):
+            inline = part.get("inlineData") if isinstance(part, dict) else None
+            if inline is None or part.get("thought"):
+                continue
+            where = f"contents[{turn_index}].parts[{part_index}].inline_data"
+            mime = inline.get("mimeType") if isinstance(inline, dict) else None
+            if mime not in INPUT_MIME_TYPES:
+                return invalid_argument(
+                    f"* GenerateContentRequest.{where}: Unsupported MIME type: {mime}\n"
+                ), 0
+            try:
+                data = base64.b64decode(inline.get("data") or "", validate=True)
+            except (ValueError, TypeError):
+                return invalid_argument(
+                    f"Invalid value at '{where}.data' (TYPE_BYTES), Base64 decoding failed"
+                ), 0
+            if not data.startswith(INPUT_MAGIC[mime]):
+                return invalid_argument(
+                    f"* GenerateContentRequest.{where}: Unable to process input image.\n"
+                ), 0
+            count += 1
+    if count > INPUT_MAX_IMAGES:
+        return invalid_argument(f"Too many input images: {count} (at most {INPUT_MAX_IMAGES})."), 0
+    return None, count
+
+
 def invalid_argument(message: str) -> Response:
     return google_error(400, "INVALID_ARGUMENT", message)
 
@@ -620,6 +659,9 @@ class FakeUpstream:
             return invalid_argument(
                 "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty.\n"
             )
+        refused, input_images = input_parts_check(contents)
+        if refused is not None:
+            return refused
         config = body.get("generationConfig") or {}
         image_config = (config.get("imageConfig") or {}) if isinstance(config, dict) else None
         if not isinstance(config, dict) or not isinstance(image_config, dict):
@@ -681,7 +723,7 @@ class FakeUpstream:
         thinking = config.get("thinkingConfig") or {}
         level = str(thinking.get("thinkingLevel") or thinking.get("thinking_level") or "").upper()
         is_pro = "pro" in call.model
-        prompt_tokens = max(1, len(prompt) // 4)
+        prompt_tokens = max(1, len(prompt) // 4) + INPUT_IMAGE_TOKENS * input_images
         thought_tokens = 180 if is_pro else THOUGHT_TOKENS.get(level, 0)
         envelope: dict = {"modelVersion": call.model, "responseId": secrets.token_urlsafe(16)}
         if call.family != "gemini_api":

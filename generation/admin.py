@@ -18,6 +18,7 @@ from generation.models import (
     Batch,
     CatalogAlert,
     Image,
+    InputFile,
     Job,
     ProviderAccount,
     Route,
@@ -290,4 +291,23 @@ class WebhookDeliveryAdmin(_ReadOnlyAdmin):
 class WebhookEndpointAdmin(_ReadOnlyAdmin):
     list_display = ("organization", "url", "enabled", "updated_at")
     exclude = ("secret",)  # a secret is never shown back in admin
+    list_select_related = ("organization",)
+
+
+@admin.register(InputFile)
+class InputFileAdmin(_ReadOnlyAdmin):
+    """Input images (uploads and inline inputs); deleted by retention (generation.files)."""
+
+    list_display = (
+        "public_id",
+        "organization",
+        "source",
+        "mime_type",
+        "width",
+        "height",
+        "size_bytes",
+        "expires_at",
+    )
+    list_filter = ("source", "mime_type")
+    search_fields = ("public_id", "organization__name", "organization__public_id")
     list_select_related = ("organization",)

@@ -41,34 +41,59 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
 
     from generation.engine.catalog_sync import CATALOG_SYNC_SCHEDULE_NAME
     from generation.engine.lifecycle import SHUTDOWN_NOTICES_SCHEDULE_NAME
+    from generation.files.tasks import FILES_SCHEDULE_NAME
     from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
 
-    wanted_by_name = {
-        WEBHOOK_SCHEDULE_NAME: {
+    _ensure_schedule(
+        using,
+        WEBHOOK_SCHEDULE_NAME,
+        {
             "func": "generation.worker.tasks.redrive_webhooks",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,
         },
-        CATALOG_SYNC_SCHEDULE_NAME: {
+    )
+    _ensure_schedule(
+        using,
+        CATALOG_SYNC_SCHEDULE_NAME,
+        {
             "func": "generation.engine.catalog_sync.catalog_sync_task",
             "schedule_type": Schedule.DAILY,
             "repeats": -1,
         },
-        SHUTDOWN_NOTICES_SCHEDULE_NAME: {
+    )
+    _ensure_schedule(
+        using,
+        SHUTDOWN_NOTICES_SCHEDULE_NAME,
+        {
             "func": "generation.engine.lifecycle.shutdown_notices_task",
             "schedule_type": Schedule.DAILY,
             "repeats": -1,
         },
-    }
-    for name, wanted in wanted_by_name.items():
-        schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
-        first = schedules.first()
-        if first is None:
-            Schedule.objects.using(using).create(name=name, **wanted)
-            continue
-        schedules.exclude(pk=first.pk).delete()
-        schedules.filter(pk=first.pk).update(**wanted)
+    )
+    _ensure_schedule(
+        using,
+        FILES_SCHEDULE_NAME,
+        {
+            "func": "generation.files.tasks.expire_files",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 15,
+            "repeats": -1,
+        },
+    )
+
+
+def _ensure_schedule(using: str, name: str, wanted: dict) -> None:
+    from django_q.models import Schedule
+
+    schedules = Schedule.objects.using(using).filter(name=name).order_by("pk")
+    first = schedules.first()
+    if first is None:
+        Schedule.objects.using(using).create(name=name, **wanted)
+        return
+    schedules.exclude(pk=first.pk).delete()
+    schedules.filter(pk=first.pk).update(**wanted)
 
 
 def _start_runner(sender, proc_name, **kwargs) -> None:

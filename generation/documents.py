@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.db.models import Count
 
 from generation.engine.storage import image_url
-from generation.models import Batch, Job, WebhookDelivery, WebhookEndpoint
+from generation.models import Batch, InputFile, Job, WebhookDelivery, WebhookEndpoint
 
 
 def _iso(value) -> str | None:
@@ -49,6 +49,9 @@ def job_document(job: Job, images: list) -> dict:
         "negative_prompt": params.get("negative_prompt"),
         "safety_level": params.get("safety_level"),
         "person_generation": params.get("person_generation"),
+        # Input files by id (GET /v1/files/{id}); the bytes are never part of the document.
+        "input_images": list(params.get("images") or []),
+        "mask": params.get("mask"),
         "fallback": job.fallback_policy,
         "notice": params.get("model_notice"),
         "images": [
@@ -145,6 +148,23 @@ def batch_item_document(batch: Batch, index: int, custom_id: str, job: Job | Non
         "custom_id": custom_id,
         "status": _item_status(batch, job),
         "generation": job_render(job_document(job, list(job.images.all()))) if job is not None else None,
+    }
+
+
+def file_document(file: InputFile) -> dict:
+    """An input file (POST /v1/files, or an image sent inline with a request)."""
+    return {
+        "id": file.public_id,
+        "object": "file",
+        "purpose": "input_image",
+        "source": file.source,
+        "filename": file.filename or None,
+        "mime_type": file.mime_type,
+        "width": file.width,
+        "height": file.height,
+        "bytes": file.size_bytes,
+        "created_at": _iso(file.created_at),
+        "expires_at": _iso(file.expires_at),
     }
 
 

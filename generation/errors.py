@@ -36,3 +36,17 @@ class ModelRetired(InvalidRequest):
 class JobNotCancelable(Conflict):
     code = "job_not_cancelable"
     default_message = "This job already finished."
+
+
+class FileInUse(Conflict):
+    code = "file_in_use"
+    default_message = "This file is an input of a generation that has not finished yet."
+
+
+class InputMissing(ImagegateError):
+    """A job's input file is gone (deleted) by the time the job runs: the job fails with this."""
+
+    status_code = 400
+    type = "invalid_request_error"
+    code = "input_missing"
+    default_message = "An input image of this generation no longer exists."

@@ -42,6 +42,10 @@ def new_delivery_id() -> str:
     return new_public_id("whdel")
 
 
+def new_file_id() -> str:
+    return new_public_id("file")
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + secrets.token_hex(24)
 
@@ -417,6 +421,76 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+
+# --- Input images -----------------------------------------------------------------------------
+class InputFileQuerySet(models.QuerySet):
+    def for_org(self, organization) -> InputFileQuerySet:
+        return self.filter(organization=organization)
+
+
+class InputFile(models.Model):
+    """An input image (uploaded with POST /v1/files, or sent inline as a URL or base64 with a
+    request), stored re-encoded by us: content type sniffed from the bytes, EXIF and other
+    metadata dropped. Deleted after `expires_at` by the retention schedule unless an unfinished
+    job still needs it (generation.files.services)."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Uploaded"
+        URL = "url", "Fetched from a URL"
+        INLINE = "inline", "Inline (base64)"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_file_id, editable=False)
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    filename = models.CharField(max_length=200, blank=True)
+    source_url = models.CharField(max_length=2000, blank=True)
+    storage_path = models.CharField(max_length=300)
+    mime_type = models.CharField(max_length=40)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    # SHA-256 of the bytes as received: the same inline image sent twice (an idempotent retry)
+    # becomes the same file, so the request's fingerprint does not change.
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    objects = InputFileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-public_id"]
+        indexes = [
+            models.Index(fields=["organization", "sha256"], name="inputfile_org_sha"),
+            models.Index(fields=["expires_at"], name="inputfile_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class JobInput(models.Model):
+    """Which input files a job used, in order (role image or mask). The file id is kept even
+    after retention deleted the file, so the job page can say the input expired."""
+
+    class Role(models.TextChoices):
+        IMAGE = "image", "Input image"
+        MASK = "mask", "Mask"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="inputs")
+    file = models.ForeignKey(InputFile, null=True, on_delete=models.SET_NULL, related_name="job_inputs")
+    file_public_id = models.CharField(max_length=40)
+    role = models.CharField(max_length=8, choices=Role.choices)
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["job_id", "role", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "role", "position"], name="uniq_jobinput_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.role}{self.position}"
 
 
 class RouteStatsMinute(models.Model):

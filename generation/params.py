@@ -22,10 +22,27 @@ class GenerationParams:
     negative_prompt: str | None = None
     safety_level: str | None = None  # e.g. "block_medium_and_above"
     person_generation: str | None = None  # e.g. "allow_adult"
+    # Input images (reference images, the image to edit) and an optional edit mask, as stored
+    # input-file ids (`file_…`, generation.files): never bytes, so Job.params stays small and the
+    # worker reads the files from our store, never from a tenant's URL.
+    images: tuple[str, ...] = ()
+    mask: str | None = None
+
+    def __post_init__(self) -> None:
+        # Job.params stores a JSON list; keep the frozen object a tuple whatever came in.
+        if not isinstance(self.images, tuple):
+            object.__setattr__(self, "images", tuple(self.images))
+
+    @property
+    def is_edit(self) -> bool:
+        """A request with input images (priced as an edit where the plan says so)."""
+        return bool(self.images)
 
     def to_json(self) -> dict:
         """The parameters alone (also of a subclass instance), as stored in `Job.params`."""
-        return {f.name: getattr(self, f.name) for f in fields(GenerationParams)}
+        data = {f.name: getattr(self, f.name) for f in fields(GenerationParams)}
+        data["images"] = list(self.images)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> GenerationParams:

@@ -45,12 +45,17 @@ def error_response(request: HttpRequest, error: errors.ImagegateError) -> HttpRe
     return response.render()
 
 
+# Where a body may carry input images (multipart files or base64 in JSON): IMAGE_BODY_MAX_BYTES.
+_IMAGE_INPUT_PATHS = ("/v1/files", "/v1/images/edits", "/v1/generations", "/playground")
+
+
 def body_limit(path: str) -> int:
-    return (
-        settings.BATCH_BODY_MAX_BYTES
-        if path.rstrip("/") == "/v1/batches"
-        else settings.REQUEST_BODY_MAX_BYTES
-    )
+    path = path.rstrip("/")
+    if path == "/v1/batches":
+        return settings.BATCH_BODY_MAX_BYTES
+    if path in _IMAGE_INPUT_PATHS or path.endswith(":generateContent"):
+        return max(settings.IMAGE_BODY_MAX_BYTES, settings.REQUEST_BODY_MAX_BYTES)
+    return settings.REQUEST_BODY_MAX_BYTES
 
 
 def _too_large(limit: int) -> errors.RequestTooLarge:

@@ -34,6 +34,9 @@ class Plan(models.Model):
     price_fast = models.DecimalField(max_digits=10, decimal_places=4)
     price_standard = models.DecimalField(max_digits=10, decimal_places=4)
     price_ultra = models.DecimalField(max_digits=10, decimal_places=4)
+    # Edits (requests with input images) may cost more per output image: {"fast": "0.05", ...};
+    # a tier left out is priced as a generation.
+    edit_prices = models.JSONField(default=dict, blank=True)
     requests_per_minute = models.PositiveIntegerField()
     max_concurrent_jobs = models.PositiveIntegerField()
     allowed_tiers = models.JSONField(default=list)
@@ -64,6 +67,11 @@ class Plan(models.Model):
             Tier.STANDARD: self.price_standard,
             Tier.ULTRA: self.price_ultra,
         }[Tier(tier)]
+
+    def edit_price_for(self, tier: str) -> Decimal:
+        """Per output image of a request with input images (the generation price unless set)."""
+        value = (self.edit_prices or {}).get(str(tier))
+        return Decimal(str(value)) if value is not None else self.price_for(tier)
 
 
 class OrgScopedQuerySet(models.QuerySet):

@@ -9,6 +9,7 @@ _SEEDS = [
     "tenants.migrations.0002_seed_plans",
     "generation.migrations.0002_seed_catalog",
     "generation.migrations.0004_upstream_lineup",
+    "generation.migrations.0005_files_inputs",
 ]
 
 

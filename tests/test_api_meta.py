@@ -71,6 +71,20 @@ def test_a_scope_is_mandatory():
             pass
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/files", "/v1/files/file_x", "/v1/images/edits", "/v1/models/m:generateContent"]
+)
+def test_the_input_image_endpoints_are_scoped(path):
+    """The input-file and edit endpoints go through the scoped base view (so the walk above
+    covers them) and answer 401 without a key."""
+    from django.urls import resolve
+    from rest_framework.test import APIClient
+
+    view_class = getattr(resolve(path).func, "cls")  # noqa: B009 - DRF sets it at as_view()
+    assert issubclass(view_class, OrganizationScopedAPIView)
+    assert APIClient().post(path, {}, format="multipart").status_code == 401
+
+
 # HTML pages anyone may open, each with the reason; every other page sends an anonymous visitor to
 # log in. Walked from the URL resolver, so a new page is covered the day it is added.
 PUBLIC_PAGES: dict[str, str] = {

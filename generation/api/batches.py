@@ -21,6 +21,7 @@ from generation.batches.services import (
     batch_cancel,
     batch_create,
     batch_get,
+    batch_inputs_check,
     batch_items,
     batch_items_parse_jsonl,
     batch_list,
@@ -114,7 +115,9 @@ def batch_items_validate(*, organization: Organization, api_key: ApiKey, items: 
         serializer = GenerationCreateInputSerializer(data=item.get("body"))
         try:
             serializer.is_valid(raise_exception=True)
-            request_plan(organization=organization, api_key=api_key, request=serializer.to_request())
+            request = serializer.to_request()
+            request_plan(organization=organization, api_key=api_key, request=request)
+            batch_inputs_check(organization=organization, request=request)
         except (serializers.ValidationError, ImagegateError) as exc:
             error = as_imagegate_error(exc)
             assert error is not None

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from generation.api import batches as api_batches
+from generation.api import files as api_files
 from generation.api import views
 from generation.api import webhooks as api_webhooks
 
@@ -11,6 +12,8 @@ urlpatterns = [
         "generations/<str:public_id>/cancel", views.GenerationCancelView.as_view(), name="generation-cancel"
     ),
     path("models", views.ModelListView.as_view(), name="model-list"),
+    path("files", api_files.FileCreateView.as_view(), name="file-list"),
+    path("files/<str:public_id>", api_files.FileDetailView.as_view(), name="file-detail"),
     path("batches", api_batches.BatchListCreateView.as_view(), name="batch-list"),
     path("batches/<str:public_id>", api_batches.BatchDetailView.as_view(), name="batch-detail"),
     path("batches/<str:public_id>/items", api_batches.BatchItemsView.as_view(), name="batch-items"),

@@ -21,7 +21,7 @@ from generation.api.serializers import (
 from generation.api.waiting import idempotency_key_of, job_document_of, job_submit_document, job_wait_document
 from generation.engine.storage import image_open, image_url_expiry
 from generation.jobs.selectors import job_get, job_list, models_for_organization
-from generation.jobs.services import job_cancel
+from generation.jobs.services import job_cancel, request_with_inputs
 from generation.models import Image, Job
 from generation.pagination import page_cursor, page_limit, page_response
 from tenants.api import OrganizationScopedAPIView
@@ -108,10 +108,13 @@ class GenerationListCreateView(OrganizationScopedAPIView):
         idempotency_key = idempotency_key_of(request)
         serializer = GenerationCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        generation = request_with_inputs(
+            organization=self.organization, api_key=self.api_key, request=serializer.to_request()
+        )
         document = job_submit_document(
             organization=self.organization,
             api_key=self.api_key,
-            request=serializer.to_request(),
+            request=generation,
             wait=wait,
             idempotency_key=idempotency_key,
         )

@@ -29,6 +29,7 @@ from django.utils import timezone
 from generation import events
 from generation.documents import batch_document, batch_item_document, job_document
 from generation.errors import JobNotCancelable
+from generation.files.services import FILE_ID, file_get
 from generation.jobs.services import GenerationRequest, job_cancel, job_submit
 from generation.models import Batch, Job
 from generation.pagination import newest_first_page
@@ -63,6 +64,26 @@ def batch_items_parse_jsonl(*, text: str) -> list:
         # The API's one JSON reader: depth-bounded, no NUL anywhere (custom_id and keys included).
         items.append(json_parse(line, param=f"line {number}"))
     return items
+
+
+def batch_inputs_check(*, organization: Organization, request: GenerationRequest) -> None:
+    """Batch items name their input images by file id only (upload them once with POST
+    /v1/files): items are fed minutes later, and a URL fetched or base64 stored per item would
+    be a thousand copies. The files must exist now; one that expires before its item is fed
+    fails that item (not found)."""
+    for index, spec in enumerate(request.images):
+        param = f"images[{index}]"
+        if not FILE_ID.match(spec):
+            raise InvalidRequest(
+                f"{param}: batch items take file ids (upload with POST /v1/files).", param=param
+            )
+        file_get(organization=organization, public_id=spec, param=param)
+    if request.mask is not None:
+        if not FILE_ID.match(request.mask):
+            raise InvalidRequest(
+                "mask: batch items take file ids (upload with POST /v1/files).", param="mask"
+            )
+        file_get(organization=organization, public_id=request.mask, param="mask")
 
 
 # --- Create, cancel ---------------------------------------------------------------------------

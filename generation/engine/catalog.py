@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import cast
 
 from django.utils import timezone
 
@@ -65,6 +64,47 @@ class ModelInfo:
         if self.lifecycle == UpstreamModel.Lifecycle.RETIRED:
             return True
         return self.shutdown_date is not None and today >= self.shutdown_date
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """A model's input-image capabilities, from `capabilities["inputs"]` in the catalog:
+    {"max_images": 14, "mask": true, "mime_types": [...], "max_bytes": ..., "max_pixels": ...}.
+    A model without the key takes no input images (Imagen's :predict)."""
+
+    max_images: int = 0
+    mask: bool = False
+    mime_types: tuple[str, ...] = ()
+    max_bytes: int = 0
+    max_pixels: int = 0
+
+    @classmethod
+    def of(cls, capabilities: dict) -> InputLimits:
+        inputs = capabilities.get("inputs") or {}
+        return cls(
+            max_images=int(inputs.get("max_images", 0)),
+            mask=bool(inputs.get("mask", False)),
+            mime_types=tuple(inputs.get("mime_types", ())),
+            max_bytes=int(inputs.get("max_bytes", 0)),
+            max_pixels=int(inputs.get("max_pixels", 0)),
+        )
+
+    @classmethod
+    def strictest(cls, routes: list[RouteSpec]) -> InputLimits:
+        """Limits every route of a plan honours, so failover never meets an input it refuses."""
+        limits = [route.input_limits for route in routes]
+        if not limits:
+            return cls()
+        types = set(limits[0].mime_types)
+        for limit in limits[1:]:
+            types &= set(limit.mime_types)
+        return cls(
+            max_images=min(limit.max_images for limit in limits),
+            mask=all(limit.mask for limit in limits),
+            mime_types=tuple(sorted(types)),
+            max_bytes=min(limit.max_bytes for limit in limits),
+            max_pixels=min(limit.max_pixels for limit in limits),
+        )
 
 
 @dataclass(frozen=True)
@@ -137,7 +177,17 @@ class RouteSpec:
             return "safety_level"
         if params.person_generation and params.person_generation not in caps.get("person_generation", []):
             return "person_generation"
+        inputs = self.input_limits
+        if len(params.images) > inputs.max_images:
+            return "images"
+        if params.mask and not inputs.mask:
+            return "mask"
         return None
+
+    @property
+    def input_limits(self) -> InputLimits:
+        """What this route's model accepts as input images (none unless the catalog says so)."""
+        return InputLimits.of(self.capabilities)
 
     def upstream_cost(
         self, resolution: str, usage: dict | None, images: int, service_tier: str | None = None
@@ -336,8 +386,8 @@ def route_plan(
             known = sorted(snapshot.model_ids() | set(TIER_ALIASES))
             raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
         if all(r.is_retired(today) for r in routes) and (routes or info):
-            # No routes left: `info` is the retired model itself (checked just above).
-            retired: RouteSpec | ModelInfo = routes[0] if routes else cast(ModelInfo, info)
+            retired = routes[0] if routes else info
+            assert retired is not None  # the condition above
             successor = retired.successor_model_id
             if not (auto_migrate_models and successor):
                 raise ModelRetired(
@@ -432,8 +482,16 @@ def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: s
     detail = (
         f"; supported: {', '.join(accepted) if isinstance(accepted, list) else accepted}" if accepted else ""
     )
-    if param in _OPTIONAL_FEATURES:
+    if param in _OPTIONAL_FEATURES or param == "mask":
         message = f"{param} is not supported by the {tier} tier's models ({routes[0].model_id}){detail}."
+    elif param == "images":
+        limit = routes[0].input_limits.max_images
+        message = (
+            f"{len(params.images)} input images is more than the {tier} tier's model "
+            f"({routes[0].model_id}) accepts ({limit})."
+            if limit
+            else f"images are not supported by the {tier} tier's model ({routes[0].model_id})."
+        )
     else:
         message = f"{param} '{value}' is not supported by the {tier} tier{detail}."
     raise InvalidRequest(message, param=param)

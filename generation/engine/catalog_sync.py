@@ -202,8 +202,8 @@ def _reconcile(
     for pk, listing in listings.items():
         account = accounts[pk]
         for model_id, entry in sorted(listing.items()):
-            existing = known.get(model_id)
-            if existing is None:
+            found = known.get(model_id)
+            if found is None:
                 if not _IMAGE_MODEL.search(model_id):
                     continue
                 methods = entry.get("supportedGenerationMethods") or []
@@ -227,11 +227,12 @@ def _reconcile(
                     "and prices, then make it active and give it a route (it is not routed until then).",
                 )
                 continue
-            mismatch = _mismatch(existing, entry, today=today)
-            existing.upstream_metadata = {**existing.upstream_metadata, account.name: _kept(entry)}
-            existing.last_seen_upstream_at = now
-            existing.metadata_mismatch = mismatch
-            existing.save(update_fields=["upstream_metadata", "last_seen_upstream_at", "metadata_mismatch"])
+            model = found
+            mismatch = _mismatch(model, entry, today=today)
+            model.upstream_metadata = {**model.upstream_metadata, account.name: _kept(entry)}
+            model.last_seen_upstream_at = now
+            model.metadata_mismatch = mismatch
+            model.save(update_fields=["upstream_metadata", "last_seen_upstream_at", "metadata_mismatch"])
             if mismatch:
                 report.mismatched.append(model_id)
                 alert_raise(

@@ -84,8 +84,7 @@ def shutdown_notices_send(*, today: date | None = None) -> int:
     ).exclude(lifecycle=UpstreamModel.Lifecycle.RETIRED)
     since = timezone.now() - timedelta(days=PINNED_LOOKBACK_DAYS)
     for model in upcoming.select_related("successor"):
-        if model.shutdown_date is None:  # excluded by the filter; narrows the type
-            continue
+        assert model.shutdown_date is not None  # the filter above
         days_left = (model.shutdown_date - today).days
         threshold = _threshold(days_left)
         if threshold is None:
@@ -106,9 +105,6 @@ def shutdown_notices_send(*, today: date | None = None) -> int:
 
 
 def _notify(*, organization: Organization, model: UpstreamModel, threshold: int, days_left: int) -> bool:
-    shutdown = model.shutdown_date
-    if shutdown is None:
-        return False
     recipients = sorted(
         Membership.objects.filter(organization=organization, role=Membership.Role.OWNER)
         .exclude(user__email="")
@@ -128,12 +124,13 @@ def _notify(*, organization: Organization, model: UpstreamModel, threshold: int,
             ShutdownNotice.objects.create(
                 organization=organization,
                 model_id=model.model_id,
-                shutdown_date=shutdown,
+                shutdown_date=model.shutdown_date,  # type: ignore[misc]  # set: only models with a date are noticed
                 days_before=threshold,
                 recipients=recipients,
             )
             send_mail(
-                subject=f"[Imagegate] {model.model_id} shuts down on {shutdown:%Y-%m-%d} ({days_left} days)",
+                subject=f"[Imagegate] {model.model_id} shuts down on {model.shutdown_date:%Y-%m-%d} "
+                f"({days_left} days)",
                 message=render_to_string("generation/email/model_shutdown.txt", context),
                 from_email=None,
                 recipient_list=recipients,

@@ -4,18 +4,21 @@ against our own network (SSRF).
 A URL is checked before it is stored and again right before each call: https only, no
 credentials, and every address its host resolves to must be public. The call then goes to the very
 address that was checked (`outbound_pin`), with the original host name in the Host header and for
-TLS (SNI and certificate), since DNS can change between the check and the call. Callers never
-follow redirects (a redirect could lead anywhere unchecked).
+TLS (SNI and certificate), since DNS can change between the check and the call. Webhook sends
+never follow redirects; `outbound_fetch` (input images) follows a few, checking and pinning each
+target like the first, so a redirect cannot lead to an address we would have refused.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import httpx
 from django.conf import settings
 
 from tenants.errors import InvalidRequest
@@ -28,6 +31,9 @@ def _system_resolver(host: str, port: int) -> list[str]:
 
 # DNS is the network edge: tests swap this for a function returning chosen addresses.
 resolver: Callable[[str, int], list[str]] = _system_resolver
+# The HTTP edge of `outbound_fetch`: None is the real network; tests may set an httpx
+# MockTransport to play a public server they cannot reach from a sandbox.
+fetch_transport: httpx.BaseTransport | None = None
 
 
 # Denied explicitly, whatever `is_global` says on this Python version (3.11 treats some as global):
@@ -81,13 +87,16 @@ def port_allowed(port: int) -> bool:
     return port in (80, 443) or (1024 <= port <= 65535 and port not in DENIED_PORTS)
 
 
-def outbound_url_check(*, url: str, param: str = "url") -> tuple[str, int, list[str]]:
+def outbound_url_check(
+    *, url: str, param: str = "url", allow_private: bool | None = None
+) -> tuple[str, int, list[str]]:
     """Refuse URLs we must not call; returns (host, port, addresses checked).
 
     https only, an allowed port (`port_allowed`), and every address the host resolves to must be
     public (`_address_allowed`, with DENIED_NETWORKS and NAT64's embedded IPv4), unless
-    WEBHOOK_ALLOW_PRIVATE_URLS is on (tests only)."""
-    allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS
+    `allow_private` (default: WEBHOOK_ALLOW_PRIVATE_URLS, tests only)."""
+    if allow_private is None:
+        allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS
     try:
         if not isinstance(url, str) or any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
             raise ValueError("control characters")  # a NUL would reach getaddrinfo as a ValueError
@@ -136,9 +145,9 @@ class PinnedURL:
     extensions: dict[str, str]
 
 
-def outbound_pin(*, url: str, param: str = "url") -> PinnedURL:
+def outbound_pin(*, url: str, param: str = "url", allow_private: bool | None = None) -> PinnedURL:
     """Check `url` now and pin it to the first address that passed."""
-    host, port, addresses = outbound_url_check(url=url, param=param)
+    host, port, addresses = outbound_url_check(url=url, param=param, allow_private=allow_private)
     parts = urlsplit(url)
     address = addresses[0]
     netloc_ip = f"[{address}]" if ":" in address else address
@@ -147,3 +156,83 @@ def outbound_pin(*, url: str, param: str = "url") -> PinnedURL:
     headers = {"Host": host if port == default_port else f"{host}:{port}"}
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     return PinnedURL(target=target, headers=headers, extensions=extensions)
+
+
+@dataclass(frozen=True)
+class FetchedBody:
+    url: str  # where the body finally came from (after redirects)
+    content: bytes
+    content_type: str
+
+
+def outbound_fetch(
+    *,
+    url: str,
+    param: str,
+    max_bytes: int,
+    timeout: float,
+    max_redirects: int,
+    allow_private: bool | None = None,
+) -> FetchedBody:
+    """GET a tenant's URL safely: every hop (the URL and each redirect target, at most
+    `max_redirects`) is checked and pinned; the body is read in chunks and refused past
+    `max_bytes`; the whole fetch, redirects included, must finish within `timeout` seconds.
+    Every failure is an InvalidRequest naming `param` (the tenant's URL is at fault, not us)."""
+    deadline = time.monotonic() + timeout
+    current = url
+    with httpx.Client(follow_redirects=False, timeout=timeout, transport=fetch_transport) as client:
+        for _hop in range(max_redirects + 1):
+            pinned = outbound_pin(url=current, param=param, allow_private=allow_private)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise InvalidRequest(f"Fetching the URL took more than {timeout:g} s.", param=param)
+            try:
+                with client.stream(
+                    "GET",
+                    pinned.target,
+                    headers={**pinned.headers, "Accept": "image/*", "User-Agent": "Imagegate-Fetch/1"},
+                    extensions={**pinned.extensions, "timeout": _timeouts(remaining)},
+                ) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise InvalidRequest("The URL redirected without a Location.", param=param)
+                        current = urljoin(current, location)
+                        continue
+                    if response.status_code != 200:
+                        raise InvalidRequest(
+                            f"Fetching the URL answered HTTP {response.status_code}.", param=param
+                        )
+                    declared = response.headers.get("Content-Length")
+                    if declared and declared.isdigit() and int(declared) > max_bytes:
+                        raise InvalidRequest(_too_large(max_bytes), param=param)
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise InvalidRequest(_too_large(max_bytes), param=param)
+                        if time.monotonic() > deadline:
+                            raise InvalidRequest(
+                                f"Fetching the URL took more than {timeout:g} s.", param=param
+                            )
+                        chunks.append(chunk)
+                    return FetchedBody(
+                        url=current,
+                        content=b"".join(chunks),
+                        content_type=response.headers.get("Content-Type", ""),
+                    )
+            except httpx.TimeoutException:
+                raise InvalidRequest(f"Fetching the URL took more than {timeout:g} s.", param=param) from None
+            except httpx.HTTPError as exc:
+                raise InvalidRequest(
+                    f"The URL could not be fetched ({type(exc).__name__}).", param=param
+                ) from None
+    raise InvalidRequest(f"The URL redirected more than {max_redirects} times.", param=param)
+
+
+def _timeouts(seconds: float) -> dict[str, float]:
+    return {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"The image at the URL is larger than {max_bytes // (1024 * 1024) or 1} MB."

@@ -89,6 +89,7 @@ def models_for_organization(*, organization: Organization) -> dict:
             "object": "tier",
             "allowed": tier in limits.allowed_tiers,
             "price_per_image": str(plan.price_for(tier)),
+            "price_per_edit_image": str(plan.edit_price_for(tier)),  # requests with input images
             "currency": plan.currency,
             "fallback_tiers": [str(t) for t in FALLBACK_TIERS.get(tier, [])],
             "aliases": sorted(alias for alias, target in TIER_ALIASES.items() if target == tier),
@@ -115,6 +116,14 @@ def models_for_organization(*, organization: Organization) -> dict:
                     "seed": bool(caps.get("seed")),
                     "negative_prompt": bool(caps.get("negative_prompt")),
                     "safety_levels": caps.get("safety_levels", []),
+                    "inputs": {
+                        "max_images": route.input_limits.max_images,
+                        "mask": route.input_limits.mask,
+                        "mime_types": list(route.input_limits.mime_types),
+                        "max_bytes": route.input_limits.max_bytes,
+                        "max_pixels": route.input_limits.max_pixels,
+                        "multi_turn": bool((caps.get("inputs") or {}).get("multi_turn")),
+                    },
                 },
             }
         if route.tier not in entry["tiers"]:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -36,15 +37,16 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from generation import events
 from generation.documents import job_document
-from generation.engine.catalog import RoutePlan, route_plan
-from generation.engine.providers.base import UpstreamBadRequest
+from generation.engine.catalog import InputLimits, RoutePlan, route_plan
+from generation.engine.providers.base import ProviderRequest, UpstreamBadRequest
 from generation.engine.router import Outcome
 from generation.engine.storage import MIME_TYPES, image_delete, image_dimensions, image_store, image_transcode
 from generation.errors import IdempotencyConflict, JobNotCancelable
+from generation.files.services import Upload, input_resolve, inputs_check, job_inputs_attach, job_inputs_load
 from generation.models import Batch, Image, Job, new_job_id
 from generation.params import GenerationParams
 from tenants.admission import generation_admit
-from tenants.errors import MaxCostExceeded, NotFound
+from tenants.errors import InvalidRequest, MaxCostExceeded, NotFound
 from tenants.ids import new_public_id
 from tenants.limits import (
     concurrency_acquire,
@@ -116,15 +118,66 @@ def request_plan(*, organization: Organization, api_key: ApiKey, request: Genera
     )
 
 
-def worst_case_unit_price(*, organization: Organization, plan: RoutePlan, fallback_policy: str) -> Decimal:
+_PENDING = "file_pending"  # stands in for a file id while only the count of inputs matters
+
+
+def request_with_inputs(
+    *,
+    organization: Organization,
+    api_key: ApiKey,
+    request: GenerationRequest,
+    images: Sequence[str | Upload] | None = None,
+    mask: str | Upload | None = None,
+    images_param: str = "images",
+    mask_param: str = "mask",
+) -> GenerationRequest:
+    """The request with its input images and mask (by default those it carries, as sent: ids,
+    URLs, base64) resolved to stored files of this organization (generation.files.services).
+    The catalog is asked first, with the inputs only counted, so a model that takes no (or
+    fewer) images, or no mask, is a 400 before anything is fetched or stored; then each file is
+    checked against every candidate route's limits."""
+    if images is None:
+        images, mask = list(request.images), request.mask
+    if mask is not None and not images:
+        raise InvalidRequest("A mask needs an image to apply to.", param=mask_param)
+    if not images:
+        return replace(request, images=(), mask=None)
+    probe = replace(
+        request, images=tuple(_PENDING for _ in images), mask=_PENDING if mask is not None else None
+    )
+    try:
+        plan = request_plan(organization=organization, api_key=api_key, request=probe)
+    except InvalidRequest as error:
+        if error.param in ("images", "mask"):
+            error.param = images_param if error.param == "images" else mask_param
+        raise
+    limits = InputLimits.strictest(plan.primary)
+    resolved = []
+    for index, spec in enumerate(images):
+        param = f"{images_param}[{index}]"
+        file = input_resolve(organization=organization, spec=spec, param=param)
+        inputs_check(file=file, limits=limits, param=param)
+        resolved.append(file.public_id)
+    mask_id = None
+    if mask is not None:
+        mask_file = input_resolve(organization=organization, spec=mask, param=mask_param)
+        inputs_check(file=mask_file, limits=limits, param=mask_param)
+        mask_id = mask_file.public_id
+    return replace(request, images=tuple(resolved), mask=mask_id)
+
+
+def worst_case_unit_price(
+    *, organization: Organization, plan: RoutePlan, fallback_policy: str, edit: bool = False
+) -> Decimal:
     """The highest unit price any image of this request could be billed at: the requested tier's
     under fallback "allow" (a fallback is billed at the requested price), else the highest price of
-    the tiers that may serve it."""
+    the tiers that may serve it; at the plan's edit prices for a request with input images."""
     prices = organization.plan
+    price_for = prices.edit_price_for if edit else prices.price_for
     if fallback_policy == Organization.Fallback.ALLOW:
-        return prices.price_for(plan.tier)
+        return price_for(plan.tier)
     tiers = {plan.tier} | {route.tier for route in plan.fallback}
-    return max(prices.price_for(tier) for tier in tiers)
+    return max(price_for(tier) for tier in tiers)
 
 
 def job_submit(
@@ -155,7 +208,9 @@ def job_submit(
     if plan.notice:
         params["model_notice"] = plan.notice
     unit_price = (
-        worst_case_unit_price(organization=organization, plan=plan, fallback_policy=fallback_policy)
+        worst_case_unit_price(
+            organization=organization, plan=plan, fallback_policy=fallback_policy, edit=request.is_edit
+        )
         if livemode
         else Decimal("0")  # test keys always use the sandbox, never billed
     )
@@ -202,6 +257,7 @@ def job_submit(
                 batch=batch,
                 custom_id=custom_id,
             )
+            job_inputs_attach(job=job, images=request.images, mask=request.mask)
             transaction.on_commit(partial(events.job_queued, public_id=job.public_id))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the insert
@@ -236,6 +292,16 @@ def job_claim(*, public_id: str, owner: str) -> bool:
 
 def job_load(*, public_id: str) -> Job:
     return Job.objects.select_related("organization__plan").get(public_id=public_id)
+
+
+def job_provider_request(*, job: Job) -> ProviderRequest:
+    """What the providers get: the job's parameters and prompt, and the bytes of its input files
+    read from our store (raises InputMissing when one was deleted before the job ran)."""
+    params = GenerationParams.from_json(job.params)
+    images, mask = job_inputs_load(job=job) if params.images else ((), None)
+    return ProviderRequest.of(
+        prompt=job.prompt, params=params, request_id=job.public_id, input_images=images, input_mask=mask
+    )
 
 
 def job_renew_leases(*, public_ids: list[str], owner: str) -> set[str]:
@@ -310,11 +376,12 @@ def job_succeed(
     now = timezone.now()
     delivered = [image for image in images if not image.filtered]
     plan = job.organization.plan
+    price = plan.edit_price_for if job.params.get("images") else plan.price_for  # edits may cost more
     records = []
     amount = Decimal("0")
     for image in delivered:
         billed_tier = job.tier if job.fallback_policy == "allow" else image.served_tier
-        unit_price = plan.price_for(billed_tier) if (job.livemode and not image.is_sandbox) else Decimal("0")
+        unit_price = price(billed_tier) if (job.livemode and not image.is_sandbox) else Decimal("0")
         amount += unit_price
         records.append(
             UsageRecord(

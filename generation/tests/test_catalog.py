@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from generation.engine.catalog import catalog_invalidate, route_plan
@@ -18,7 +20,7 @@ def params(**overrides) -> GenerationParams:
 
 
 def plan(**kwargs):
-    options = {
+    options: dict[str, Any] = {
         "livemode": True,
         "allowed_tiers": ALL,
         "fallback_policy": "allow",

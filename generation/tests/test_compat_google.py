@@ -164,7 +164,19 @@ def test_concurrency_limit_is_429_with_retry_info(alice):
         ({"contents": []}, "contents"),
         (
             {"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": ""}}]}]},
-            "contents[0].parts[0]",
+            "contents[0].parts[0].inlineData",
+        ),
+        (
+            {
+                "contents": [
+                    {"parts": [{"text": "x"}, {"inlineData": {"mimeType": "image/png", "data": "bm9w"}}]}
+                ]
+            },
+            "contents[0].parts[1]",
+        ),
+        (
+            {"contents": [{"parts": [{"text": "x"}, {"functionCall": {"name": "f"}}]}]},
+            "contents[0].parts[1].functionCall",
         ),
     ],
 )

@@ -91,3 +91,16 @@ def test_webhook_documents_match_the_schema(alice, schemas, settings, fast_sandb
     assert deliveries["data"], "the finished job recorded a delivery"
     for delivery in deliveries["data"]:
         assert_matches(delivery, schemas, "WebhookDeliveryOutput")
+
+
+def test_file_document_matches_the_schema(alice, schemas):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from generation.tests.images_fixtures import image_bytes
+
+    created = alice.client().post(
+        "/v1/files", {"file": SimpleUploadedFile("a.png", image_bytes())}, format="multipart"
+    )
+    assert created.status_code == 201, created.content
+    assert_matches(created.json(), schemas, "File")
+    assert_matches(alice.client().get(f"/v1/files/{created.json()['id']}").json(), schemas, "File")

@@ -1,6 +1,6 @@
 """The seeded lineup of 2026-12 (migration 0004): which route serves what, what is a 400, the
 lifecycle on both sides of a shutdown date (frozen clock), and GET /v1/models agreeing with the
-seeded catalog and with the model table in the README (or NOTES-upstream.md until it is merged)."""
+seeded catalog and with the model table in the README."""
 
 import datetime
 import re
@@ -173,16 +173,11 @@ def test_get_models_agrees_with_the_seeded_catalog(alice):
 
 
 def _documented_table() -> list[dict]:
-    """The model table between the `<!-- model-table -->` markers of README.md, else of
-    NOTES-upstream.md (where it waits until the lead merges it into the README)."""
-    for name in ("README.md", "NOTES-upstream.md"):
-        path = ROOT / name
-        text = path.read_text() if path.exists() else ""
-        match = re.search(r"<!-- model-table -->(.*?)<!-- /model-table -->", text, re.S)
-        if match:
-            break
-    else:
-        pytest.fail("no model table between <!-- model-table --> markers in README.md or NOTES-upstream.md")
+    """The model table between the `<!-- model-table -->` markers of README.md."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- model-table -->(.*?)<!-- /model-table -->", text, re.S)
+    if not match:
+        pytest.fail("no model table between <!-- model-table --> markers in README.md")
     rows = [line for line in match.group(1).strip().splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in rows[0].strip("|").split("|")]
     table = []

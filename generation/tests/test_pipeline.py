@@ -53,7 +53,7 @@ def fetch_image(url: str) -> PILImage.Image:
     path = url.split("://", 1)[1].split("/", 1)[1]
     response = Client().get("/" + path)
     assert response.status_code == 200, response.content[:300]
-    data = b"".join(response.streaming_content)
+    data = b"".join(response.streaming_content)  # type: ignore[attr-defined]
     return PILImage.open(io.BytesIO(data))
 
 

@@ -31,7 +31,6 @@ from django.utils import timezone
 from generation.batches.services import batch_feed_all
 from generation.engine.catalog_sync import route_model_gone
 from generation.engine.health import HealthBook
-from generation.engine.providers.base import ProviderRequest
 from generation.engine.router import ClientPool, Outcome, Router
 from generation.engine.upstream_limits import UpstreamLimiter
 from generation.jobs.services import (
@@ -39,11 +38,11 @@ from generation.jobs.services import (
     job_fail,
     job_load,
     job_plan,
+    job_provider_request,
     job_reap,
     job_renew_leases,
 )
 from generation.models import Job, RouteStatsMinute
-from generation.params import GenerationParams
 from tenants.errors import ImagegateError
 
 logger = logging.getLogger(__name__)
@@ -226,12 +225,10 @@ class JobRunner:
             job = await self.db(job_load, public_id=public_id)
             try:
                 plan = await self.db(job_plan, job=job)
+                request = await self.db(job_provider_request, job=job)
             except ImagegateError as exc:
                 await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message)
                 return
-            request = ProviderRequest.of(
-                prompt=job.prompt, params=GenerationParams.from_json(job.params), request_id=job.public_id
-            )
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())
             outcome = await self.router.execute(plan, request, deadline=deadline)

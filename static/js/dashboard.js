@@ -1,5 +1,6 @@
-/* Imagegate dashboard: copy buttons, confirmations, charts (Chart.js, vendored) and the
-   playground's live progress. Small and dependency-free apart from Chart.js. */
+/* Imagegate dashboard: copy buttons, confirmations, charts (Chart.js, vendored), the
+   playground's input images (choose, drop or paste) and live progress. Small and
+   dependency-free apart from Chart.js; no inline scripts (CSP). */
 (function () {
   "use strict";
 
@@ -80,6 +81,17 @@
     fact(facts, "Latency", job.latency_ms === null ? null : job.latency_ms + " ms");
     fact(facts, "Cost", job.usage.amount + " " + job.usage.currency.toUpperCase());
     if (job.error) { fact(facts, "Error", job.error.code + ": " + job.error.message); }
+    var inputs = document.getElementById("playground-inputs");
+    var inputsFigure = document.getElementById("playground-inputs-figure");
+    inputs.textContent = "";
+    (job.inputs || []).forEach(function (item, index) {
+      if (!item.url) { return; }
+      var img = document.createElement("img");
+      img.src = item.url; img.className = "input";
+      img.alt = item.role === "mask" ? "Mask" : "Input image " + (index + 1);
+      inputs.appendChild(img);
+    });
+    inputsFigure.hidden = !inputs.children.length;
     job.images.forEach(function (image, index) {
       if (image.filtered) {
         var note = document.createElement("div"); note.className = "filtered";
@@ -95,9 +107,51 @@
     return true;
   }
 
+  /* The file input is the one source of truth: dropped or pasted images are added to its
+     FileList (through a DataTransfer), so the form posts them like chosen ones. */
+  function inputImages(form) {
+    var input = document.getElementById("playground-images-input");
+    var zone = document.getElementById("playground-dropzone");
+    var previews = document.getElementById("playground-input-previews");
+    var clear = document.getElementById("playground-clear-images");
+    if (!input || !zone) { return; }
+    var accepted = ["image/png", "image/jpeg", "image/webp"];
+    var render = function () {
+      previews.textContent = "";
+      Array.prototype.forEach.call(input.files, function (file, index) {
+        var img = document.createElement("img");
+        img.src = URL.createObjectURL(file); img.alt = "Input image " + (index + 1) + ": " + file.name;
+        previews.appendChild(img);
+      });
+      clear.hidden = !input.files.length;
+    };
+    var add = function (files) {
+      var transfer = new DataTransfer();
+      Array.prototype.forEach.call(input.files, function (file) { transfer.items.add(file); });
+      Array.prototype.forEach.call(files, function (file) {
+        if (accepted.indexOf(file.type) >= 0) { transfer.items.add(file); }
+      });
+      input.files = transfer.files;
+      render();
+    };
+    input.addEventListener("change", render);
+    zone.addEventListener("dragover", function (event) { event.preventDefault(); zone.classList.add("dragging"); });
+    zone.addEventListener("dragleave", function () { zone.classList.remove("dragging"); });
+    zone.addEventListener("drop", function (event) {
+      event.preventDefault(); zone.classList.remove("dragging");
+      if (event.dataTransfer && event.dataTransfer.files) { add(event.dataTransfer.files); }
+    });
+    document.addEventListener("paste", function (event) {
+      var items = (event.clipboardData && event.clipboardData.files) || [];
+      if (items.length) { event.preventDefault(); add(items); }
+    });
+    clear.addEventListener("click", function () { input.value = ""; render(); });
+  }
+
   function playground() {
     var form = document.getElementById("playground-form");
     if (!form) { return; }
+    inputImages(form);
     var errorBox = document.getElementById("playground-error");
     var result = document.getElementById("playground-result");
     var button = form.querySelector("button[type=submit]");

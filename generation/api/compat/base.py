@@ -8,6 +8,7 @@ stored file is what was billed and what `GET /v1/generations/{id}` serves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import pybase64
@@ -18,7 +19,8 @@ from rest_framework.response import Response
 from generation.api.serializers import GenerationCreateInputSerializer
 from generation.api.waiting import idempotency_key_of, job_submit_document
 from generation.engine.storage import image_open
-from generation.jobs.services import GenerationRequest
+from generation.files.services import Upload
+from generation.jobs.services import GenerationRequest, request_with_inputs
 from generation.models import Job
 from tenants.api import OrganizationScopedAPIView, as_imagegate_error
 from tenants.errors import ImagegateError, InvalidRequest
@@ -46,12 +48,33 @@ class CompatAPIView(OrganizationScopedAPIView):
             raise with_param_names(error, self.param_names)
         return serializer.to_request()
 
-    def generate(self, request: GenerationRequest) -> dict:
+    # The protocol's names for the input images and the mask, in error messages.
+    images_param: ClassVar[str] = "images"
+    mask_param: ClassVar[str] = "mask"
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        images: Sequence[str | Upload] | None = None,
+        mask: str | Upload | None = None,
+    ) -> dict:
         """Run the request to completion; the finished job's document with at least one image
         (delivered or filtered). Raises in the protocol's terms when it failed or took too long.
         An `Idempotency-Key` header (optional, e.g. the SDKs' `extra_headers`) makes a retry
-        answer from the same job instead of generating, and billing, again."""
+        answer from the same job instead of generating, and billing, again. `images` / `mask`
+        (uploaded bytes, file ids, URLs or base64) are stored first, as for the native API."""
         try:
+            if images or request.images:
+                request = request_with_inputs(
+                    organization=self.organization,
+                    api_key=self.api_key,
+                    request=request,
+                    images=images,
+                    mask=mask,
+                    images_param=self.images_param,
+                    mask_param=self.mask_param,
+                )
             document = job_submit_document(
                 organization=self.organization,
                 api_key=self.api_key,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
-from tenants.errors import InvalidRequest
+from tenants.errors import ImagegateError, InvalidRequest
 
 from .base import CompatAPIView, image_base64, uncompressed
 from .errors import render_google_error
@@ -73,6 +73,7 @@ GENERATION_CONFIG_NO_EFFECT = {
 GENERATION_CONFIG_FIELDS = {"responseModalities", "imageConfig", "candidateCount", "seed"}
 IMAGE_CONFIG_FIELDS = {"aspectRatio", "imageSize", "personGeneration", "imageOutputOptions"}
 GENERATE_CONTENT_FIELDS = {"contents", "generationConfig", "safetySettings", "labels"}
+PART_FIELDS = {"text", "inlineData", "fileData", "thought", "thoughtSignature", "mediaResolution"}
 
 # Our parameter names -> Google's, for errors raised by validation and routing.
 PREDICT_NAMES = {
@@ -90,6 +91,8 @@ PREDICT_NAMES = {
 }
 GENERATE_CONTENT_NAMES = {
     "prompt": "contents",
+    "images": "contents",
+    "mask": "contents",
     "aspect_ratio": "generationConfig.imageConfig.aspectRatio",
     "resolution": "generationConfig.imageConfig.imageSize",
     "output_format": "generationConfig.imageConfig.imageOutputOptions.mimeType",
@@ -216,8 +219,47 @@ def predict_native_request(body) -> tuple[dict, dict]:
     return native, options
 
 
+def _camel(data: dict) -> dict:
+    """Google's JSON accepts proto field names in snake_case too (google-genai sends
+    `inlineData.mime_type`); read both spellings as the camelCase one."""
+
+    def name(key: str) -> str:
+        head, *rest = key.split("_")
+        return head + "".join(word.title() for word in rest)
+
+    return {name(key): value for key, value in data.items()}
+
+
+def _image_part(part: dict, where: str) -> str | None:
+    """An image part as a native input spec: `inlineData` → its base64 data; `fileData` → our
+    file id (`file_…`, alone or at the end of a URI such as `…/v1/files/file_…`) or an https
+    URL (fetched like any input URL). None when the part carries neither."""
+    inline = part.get("inlineData")
+    if inline is not None:
+        inline = _camel(_object(inline, f"{where}.inlineData"))
+        _refuse_unknown(inline, {"mimeType", "data", "displayName"}, f"{where}.inlineData.")
+        data = inline.get("data")
+        if not isinstance(data, str) or not data:
+            raise InvalidRequest(
+                f"{where}.inlineData.data must be base64 image data.", param=f"{where}.inlineData"
+            )
+        return data
+    file_data = part.get("fileData")
+    if file_data is not None:
+        file_data = _camel(_object(file_data, f"{where}.fileData"))
+        _refuse_unknown(file_data, {"mimeType", "fileUri", "displayName"}, f"{where}.fileData.")
+        uri = file_data.get("fileUri")
+        if not isinstance(uri, str) or not uri:
+            raise InvalidRequest(f"{where}.fileData.fileUri is required.", param=f"{where}.fileData")
+        tail = uri.rstrip("/").rsplit("/", 1)[-1]
+        return tail if tail.startswith("file_") else uri
+    return None
+
+
 def generate_content_native_request(body) -> dict:
-    """A Gemini `:generateContent` body (text in, image out) -> native request data."""
+    """A Gemini `:generateContent` body -> native request data. Text parts of user turns are the
+    prompt; image parts of every turn (inlineData, fileData) are the input images, in order;
+    `_locations` says where each came from, for error messages."""
     body = _object(body, "body")
     if "systemInstruction" in body or "tools" in body or "toolConfig" in body or "cachedContent" in body:
         name = next(k for k in ("systemInstruction", "tools", "toolConfig", "cachedContent") if k in body)
@@ -230,23 +272,30 @@ def generate_content_native_request(body) -> dict:
         contents = [contents]
     if not isinstance(contents, list) or not contents:
         raise InvalidRequest("'contents' must be a non-empty list.", param="contents")
-    texts = []
+    texts, images, locations = [], [], []
     for index, content in enumerate(contents):
         content = _object(content, f"contents[{index}]")
-        if content.get("role", "user") != "user":
-            continue  # earlier model turns carry no instructions for the new image
+        role = content.get("role", "user")
+        if role not in ("user", "model"):
+            raise InvalidRequest(
+                f"contents[{index}].role must be user or model.", param=f"contents[{index}].role"
+            )
         for part_index, part in enumerate(_array(content.get("parts"), f"contents[{index}].parts")):
-            part = _object(part, f"contents[{index}].parts[{part_index}]")
-            if "text" not in part:
-                kind = next(iter(part), "part")
-                raise InvalidRequest(
-                    f"contents[{index}].parts[{part_index}].{kind} is not supported: send text parts only "
-                    "(image input and editing are not available).",
-                    param=f"contents[{index}].parts[{part_index}]",
-                )
+            where = f"contents[{index}].parts[{part_index}]"
+            part = _camel(_object(part, where))
+            _refuse_unknown(part, PART_FIELDS, f"{where}.")
             if part.get("thought"):
+                continue  # interim thoughts of an earlier model turn: not part of the conversation
+            if "text" in part:
+                if role == "user":  # earlier model turns' words carry no instructions
+                    texts.append(str(part["text"]))
                 continue
-            texts.append(str(part["text"]))
+            spec = _image_part(part, where)
+            if spec is None:
+                raise InvalidRequest(f"{where} has no text, inlineData or fileData.", param=where)
+            # Images of earlier model turns are inputs too: conversational editing.
+            images.append(spec)
+            locations.append(where)
     prompt = "\n".join(t for t in texts if t.strip())
     if not prompt:
         raise InvalidRequest("contents has no text to generate an image from.", param="contents")
@@ -268,6 +317,9 @@ def generate_content_native_request(body) -> dict:
             param="generationConfig.candidateCount",
         )
     native: dict = {"prompt": prompt, "count": 1}
+    if images:
+        native["images"] = images
+        native["_locations"] = locations
     if config.get("seed") is not None:
         native["seed"] = config["seed"]
     image_config = _object(config.get("imageConfig"), "generationConfig.imageConfig")
@@ -376,10 +428,23 @@ class GenerateContentView(GoogleAPIView):
 
     param_names = GENERATE_CONTENT_NAMES
 
+    images_param = "inputs"
+
     @extend_schema(exclude=True)  # Google's published Gemini API is the contract (see PredictView)
     def post(self, request, model: str, version: str = "v1"):
         native = generate_content_native_request(request.data)
-        document = self.generate(self.native_request({**native, "model": model}))
+        locations = native.pop("_locations", [])
+        try:
+            document = self.generate(self.native_request({**native, "model": model}))
+        except ImagegateError as error:
+            # inputs[i] (and the catalog's "images") -> the part the client sent it in.
+            if error.param and error.param.startswith("inputs[") and locations:
+                index = int(error.param[7:].split("]", 1)[0])
+                error.param = locations[index] if index < len(locations) else "contents"
+                error.message = error.message.replace(f"inputs[{index}]", error.param)
+            elif error.param in ("images", "inputs"):
+                error.param = "contents"
+            raise
         response = Response(
             generate_content_response(document), headers={"x-imagegate-generation-id": document["id"]}
         )

@@ -1,6 +1,13 @@
-"""OpenAI images API: `POST /v1/images/generations`, synchronous, in OpenAI's request and error shapes.
+"""OpenAI images API: `POST /v1/images/generations` and `POST /v1/images/edits`, synchronous, in
+OpenAI's request and error shapes.
 
-Works with `OpenAI(base_url="https://host/v1", api_key=KEY).images.generate(...)` unchanged.
+Works with `OpenAI(base_url="https://host/v1", api_key=KEY).images.generate(...)` and
+`.images.edit(image=..., mask=..., prompt=...)` unchanged. Edits are multipart: `image` (one file)
+or `image[]` (several; as many as the tier's model takes), an optional `mask` (OpenAI's meaning:
+fully transparent pixels mark where to edit; without alpha, white marks it), and the same fields
+as generations. For edits, `size` auto (or omitted) keeps the first image's shape: the nearest of
+1:1, 4:3, 3:4, 16:9, 9:16. `input_fidelity` is accepted and has no effect (the model keeps what
+it keeps); `safety_identifier` is kept in the job's metadata like `user`.
 
 `size` → aspect ratio (the nearest ratio every model serves; pixels follow the model's table):
 
@@ -20,13 +27,17 @@ block_only_high); `background` auto | opaque; `user` is kept in the job's metada
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 
 from drf_spectacular.utils import extend_schema
+from PIL import Image as PILImage
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from generation.api.files import multipart_of, upload_read
 from generation.documents import job_render
+from tenants.errors import InvalidRequest
 
 from .base import CompatAPIView, image_base64, uncompressed
 from .errors import ContentFiltered, render_openai_error
@@ -160,28 +171,88 @@ class ImageGenerationView(CompatAPIView):
         serializer = ImageGenerationInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         document = self.generate(self.native_request(serializer.native()))
-        delivered = [image for image in document["images"] if not image["filtered"]]
-        if not delivered:
-            reason = next((i["filter_reason"] for i in document["images"] if i["filter_reason"]), None)
-            raise ContentFiltered(
-                f"All images were removed by the safety filter ({reason}). You were not charged for them."
-                if reason
-                else None
-            )
-        if serializer.validated_data.get("response_format") == "url":
-            rendered = {image["id"]: image["url"] for image in job_render(document)["images"]}
-            data = [{"url": rendered[image["id"]]} for image in delivered]
-        else:
-            data = [{"b64_json": image_base64(image)} for image in delivered]
-        first = delivered[0]
-        body = {
-            "created": _unix(document["created_at"]),
-            "data": data,
-            "output_format": document["output_format"],
-            "size": f"{first['width']}x{first['height']}" if first["width"] else None,
-        }
-        response = Response(body, headers={"x-imagegate-generation-id": document["id"]})
-        return uncompressed(response)
+        return images_response(document, response_format=serializer.validated_data.get("response_format"))
+
+
+class ImageEditInputSerializer(ImageGenerationInputSerializer):
+    """The text fields of an edit (multipart sends every value as a string)."""
+
+    input_fidelity = serializers.ChoiceField(choices=["high", "low"], required=False, allow_null=True)
+    safety_identifier = serializers.CharField(
+        max_length=500, required=False, allow_null=True, allow_blank=True
+    )
+
+    def native(self) -> dict:
+        native = super().native()
+        identifier = self.validated_data.get("safety_identifier")
+        if identifier:
+            native["metadata"] = {**native.get("metadata", {}), "openai_safety_identifier": identifier}
+        return native
+
+
+EDIT_RATIOS = {"1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "16:9": 16 / 9, "9:16": 9 / 16}
+
+
+def nearest_ratio(data: bytes) -> str | None:
+    """The listed aspect ratio nearest to an image's own (header only); None if unreadable."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except (OSError, ValueError, SyntaxError):
+        return None  # the input's own validation names the problem
+    shape = width / height
+    return min(EDIT_RATIOS, key=lambda ratio: abs(EDIT_RATIOS[ratio] - shape))
+
+
+class ImageEditView(ImageGenerationView):
+    """OpenAI-compatible image edits (see the module docstring)."""
+
+    images_param = "image"
+
+    @extend_schema(exclude=True)  # OpenAI's published images API is the contract
+    def post(self, request):
+        fields, files = multipart_of(request)
+        unknown = sorted(set(files) - {"image", "image[]", "mask"})
+        if unknown:
+            raise InvalidRequest(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0])
+        uploads = [upload_read(f, param="image") for f in files.getlist("image") + files.getlist("image[]")]
+        if not uploads:
+            raise InvalidRequest("image is required: send it as the multipart file 'image'.", param="image")
+        mask_file = files.get("mask")
+        mask = upload_read(mask_file, param="mask") if mask_file is not None else None
+        serializer = ImageEditInputSerializer(data={key: fields.get(key) for key in fields})
+        serializer.is_valid(raise_exception=True)
+        native = serializer.native()
+        if serializer.validated_data.get("size") in (None, "auto"):
+            native["aspect_ratio"] = nearest_ratio(uploads[0].data) or "1:1"
+        document = self.generate(self.native_request(native), images=uploads, mask=mask)
+        return images_response(document, response_format=serializer.validated_data.get("response_format"))
+
+
+def images_response(document: dict, *, response_format: str | None) -> Response:
+    """`{created, data: [{b64_json | url}], ...}` for the delivered images; all filtered is an error."""
+    delivered = [image for image in document["images"] if not image["filtered"]]
+    if not delivered:
+        reason = next((i["filter_reason"] for i in document["images"] if i["filter_reason"]), None)
+        raise ContentFiltered(
+            f"All images were removed by the safety filter ({reason}). You were not charged for them."
+            if reason
+            else None
+        )
+    if response_format == "url":
+        rendered = {image["id"]: image["url"] for image in job_render(document)["images"]}
+        data = [{"url": rendered[image["id"]]} for image in delivered]
+    else:
+        data = [{"b64_json": image_base64(image)} for image in delivered]
+    first = delivered[0]
+    body = {
+        "created": _unix(document["created_at"]),
+        "data": data,
+        "output_format": document["output_format"],
+        "size": f"{first['width']}x{first['height']}" if first["width"] else None,
+    }
+    response = Response(body, headers={"x-imagegate-generation-id": document["id"]})
+    return uncompressed(response)
 
 
 def _unix(iso: str | None) -> int:

@@ -40,17 +40,44 @@ class Target:
     timeout_seconds: float = 120.0
 
 
+@dataclass(frozen=True)
+class InputImage:
+    """An input image's bytes as stored (re-encoded by us, EXIF stripped), read at run time."""
+
+    data: bytes
+    mime_type: str  # image/png | image/jpeg | image/webp
+    width: int
+    height: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProviderRequest(GenerationParams):
     """The parameters plus the prompt; validated against the route's capabilities beforehand.
-    `count` is the number of images wanted from this call."""
+    `count` is the number of images wanted from this call. `input_images` / `input_mask` are the
+    bytes of the files named by `images` / `mask`, in the same order."""
 
     prompt: str
     request_id: str = ""  # for upstream logs / tracing only
+    input_images: tuple[InputImage, ...] = ()
+    input_mask: InputImage | None = None
 
     @classmethod
-    def of(cls, *, prompt: str, params: GenerationParams, request_id: str = "") -> ProviderRequest:
-        return cls(prompt=prompt, request_id=request_id, **params.to_json())
+    def of(
+        cls,
+        *,
+        prompt: str,
+        params: GenerationParams,
+        request_id: str = "",
+        input_images: tuple[InputImage, ...] = (),
+        input_mask: InputImage | None = None,
+    ) -> ProviderRequest:
+        return cls(
+            prompt=prompt,
+            request_id=request_id,
+            input_images=input_images,
+            input_mask=input_mask,
+            **params.to_json(),
+        )
 
 
 @dataclass

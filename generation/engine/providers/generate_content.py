@@ -98,7 +98,7 @@ def build_body(target: Target, request: ProviderRequest, *, seed: int | None) ->
     if seed is not None:
         generation_config["seed"] = seed
     body: dict = {
-        "contents": [{"role": "user", "parts": [{"text": request.prompt}]}],
+        "contents": [{"role": "user", "parts": input_parts(request)}],
         "generationConfig": generation_config,
     }
     service_tier = requested_service_tier(target)
@@ -108,6 +108,30 @@ def build_body(target: Target, request: ProviderRequest, *, seed: int | None) ->
         threshold = request.safety_level.upper()
         body["safetySettings"] = [{"category": c, "threshold": threshold} for c in SAFETY_CATEGORIES]
     return body
+
+
+MASK_INSTRUCTION = (
+    "The last image is a mask for the first image: change only the areas that are white in the "
+    "mask and keep everything under its black areas exactly as it is."
+)
+
+
+def input_parts(request: ProviderRequest) -> list[dict]:
+    """The user turn: the prompt, then each input image as an inlineData part (Gemini takes them
+    as reference images or the image to edit), then the mask, if any, as one more image with an
+    instruction: Gemini has no mask field, it follows the mask as an image it is told about."""
+    parts: list[dict] = [{"text": request.prompt}]
+    for image in request.input_images:
+        parts.append({"inlineData": {"mimeType": image.mime_type, "data": _b64(image.data)}})
+    if request.input_mask is not None:
+        mask = request.input_mask
+        parts.append({"text": MASK_INSTRUCTION})
+        parts.append({"inlineData": {"mimeType": mask.mime_type, "data": _b64(mask.data)}})
+    return parts
+
+
+def _b64(data: bytes) -> str:
+    return pybase64.b64encode(data).decode("ascii")
 
 
 async def generate(client: httpx.AsyncClient, target: Target, request: ProviderRequest) -> ProviderResult:

@@ -2,7 +2,10 @@
 
 Invariants: output has the route's exact pixel size for (resolution, aspect ratio); the same
 (seed, prompt, parameters) renders byte-identical images (seed None derives one from the prompt);
-rendering runs in a worker thread so the event loop is never blocked.
+rendering runs in a worker thread so the event loop is never blocked. With input images, the
+first one fills the canvas (inside the mask's white areas the gradient shows instead, as an edit
+would change only those), the others are drawn as thumbnails along the bottom, and the prompt is
+written over them: the result visibly uses its inputs.
 
 Route options: `latency_ms` (sleep before answering, default 0) and `failure_rate` (0..1, chance
 that a call raises UpstreamServerError). Test hooks in the prompt:
@@ -18,7 +21,7 @@ import io
 import random
 import textwrap
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from generation.engine.providers.base import (
     ProviderImage,
@@ -78,6 +81,8 @@ def render(request: ProviderRequest, width: int, height: int, index: int) -> byt
     image = Image.new("RGB", (1, 2))
     image.putdata([top, bottom])
     image = image.resize((width, height), Image.Resampling.BILINEAR)
+    if request.input_images:
+        image = _composite_inputs(request, image)
 
     draw = ImageDraw.Draw(image)
     font_size = max(12, min(width, height) // 16)
@@ -87,7 +92,16 @@ def render(request: ProviderRequest, width: int, height: int, index: int) -> byt
     lines.append(f"seed {seed} · #{index + 1} · {width}x{height}")
     ink = (255, 255, 255) if sum(top) + sum(bottom) < 3 * 255 else (0, 0, 0)
     margin = width // 20
-    draw.multiline_text((margin, margin), "\n".join(lines), font=font, fill=ink, spacing=font_size // 3)
+    outline = (0, 0, 0) if ink == (255, 255, 255) else (255, 255, 255)
+    draw.multiline_text(
+        (margin, margin),
+        "\n".join(lines),
+        font=font,
+        fill=ink,
+        spacing=font_size // 3,
+        stroke_width=max(1, font_size // 12) if request.input_images else 0,
+        stroke_fill=outline,
+    )
 
     buffer = io.BytesIO()
     quality = request.compression_quality if request.compression_quality is not None else DEFAULT_QUALITY
@@ -98,6 +112,28 @@ def render(request: ProviderRequest, width: int, height: int, index: int) -> byt
     else:
         image.save(buffer, "PNG", compress_level=1)  # speed over size: it is a sandbox
     return buffer.getvalue()
+
+
+def _composite_inputs(request: ProviderRequest, canvas: Image.Image) -> Image.Image:
+    """The first input fills the canvas (cropped to its ratio); the mask's white areas show the
+    generated gradient instead; later inputs become thumbnails in a strip along the bottom."""
+    width, height = canvas.size
+    with Image.open(io.BytesIO(request.input_images[0].data)) as first:
+        base = ImageOps.fit(first.convert("RGB"), (width, height), Image.Resampling.BILINEAR)
+    if request.input_mask is not None:
+        with Image.open(io.BytesIO(request.input_mask.data)) as mask_file:
+            mask = mask_file.convert("L").resize((width, height), Image.Resampling.BILINEAR)
+        base = Image.composite(canvas, base, mask)
+    others = request.input_images[1:]
+    if others:
+        side = max(16, min(height // 5, width // max(1, len(others)) - 8))
+        x = width // 40
+        for other in others:
+            with Image.open(io.BytesIO(other.data)) as thumb_file:
+                thumb = ImageOps.fit(thumb_file.convert("RGB"), (side, side), Image.Resampling.BILINEAR)
+            base.paste(thumb, (x, height - side - height // 40))
+            x += side + 8
+    return base
 
 
 def _prompt_seed(prompt: str) -> int:
