@@ -30,6 +30,9 @@ def restore_catalog_before_2026_10() -> None:
     UpstreamModel.objects.filter(
         model_id__in=["imagen-4.0-fast-generate-001", "imagen-4.0-generate-001"]
     ).update(successor=flash)
+    Route.objects.filter(account__name="sandbox", model__model_id="gemini-nano-banana-2.1").update(
+        model=flash
+    )
     Route.objects.filter(model__model_id__in=ADDED_BY_0004).update(enabled=False)
     for account, position in (("gemini-api", 10), ("vertex-global", 20)):
         Route.objects.filter(model=flash, account__name=account).update(position=position)
