@@ -21,7 +21,8 @@ def assert_error(response, status: int, code: str, param=...):
 
 
 def test_a_body_over_the_limit_is_413_before_the_view_reads_it(alice, settings):
-    settings.REQUEST_BODY_MAX_BYTES = 2048
+    # /v1/generations may carry base64 input images: its limit is IMAGE_BODY_MAX_BYTES.
+    settings.REQUEST_BODY_MAX_BYTES = settings.IMAGE_BODY_MAX_BYTES = 2048
     body = json.dumps({"prompt": "x" * 4000})
     response = alice.client().post("/v1/generations", body, content_type="application/json")
     assert_error(response, 413, "request_too_large")
@@ -52,7 +53,7 @@ def test_a_chunked_body_is_bounded_too(alice, settings):
     """Django reads a body only up to Content-Length; without one (chunked) the guard reads it."""
     import io
 
-    settings.REQUEST_BODY_MAX_BYTES = 2048
+    settings.REQUEST_BODY_MAX_BYTES = settings.IMAGE_BODY_MAX_BYTES = 2048
     client = alice.client()
     for size, status in ((4000, 413), (100, 202)):
         body = json.dumps({"prompt": "c" * size}).encode()
