@@ -1,4 +1,4 @@
-pytest_plugins = ["tests.personas", "tests.fake_upstream", "tests.fake_stripe"]
+pytest_plugins = ["tests.personas", "tests.fake_upstream", "tests.fake_stripe", "tests.catalogs"]
 
 
 import pytest  # noqa: E402

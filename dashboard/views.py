@@ -5,6 +5,7 @@ Another organization's object is a 404, whatever the user's role elsewhere."""
 from __future__ import annotations
 
 import csv
+from datetime import timedelta
 from decimal import Decimal
 from functools import wraps
 from typing import Any
@@ -34,9 +35,10 @@ from dashboard.services import (
 )
 from generation.batches.services import batch_items
 from generation.documents import batch_counts, job_document, job_render
+from generation.engine.catalog_sync import open_alerts
 from generation.engine.storage import image_open
 from generation.files.services import Upload
-from generation.jobs.selectors import job_get, models_for_organization
+from generation.jobs.selectors import job_get, models_for_organization, upstream_cost_by_service_tier
 from generation.jobs.services import GenerationRequest
 from generation.models import Batch, Job
 from generation.webhooks.services import (
@@ -751,13 +753,13 @@ def operator(request):
     overview = selectors.platform_overview()
     chart = overview.revenue_chart
     rows = list(zip(chart["labels"], chart["revenue"], chart["upstream_cost"], strict=True))
-    return render(
-        request,
-        "dashboard/operator.html",
-        {
-            "platform": overview,
-            "revenue_rows": rows,
-            "outbox": billing_selectors.billing_outbox_status(),
-            "billing_alerts": billing_selectors.billing_alerts_open(),
-        },
-    )
+    context = {
+        "platform": overview,
+        "revenue_rows": rows,
+        "outbox": billing_selectors.billing_outbox_status(),
+        "billing_alerts": billing_selectors.billing_alerts_open(),
+        # Discovered models show up here as alerts (one query; the admin filters them by lifecycle).
+        "catalog_alerts": open_alerts(),
+        "service_tiers": upstream_cost_by_service_tier(since=timezone.now() - timedelta(days=30)),
+    }
+    return render(request, "dashboard/operator.html", context)

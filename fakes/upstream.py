@@ -16,14 +16,24 @@ generateContent, the first N calls carrying that exact prompt since the last res
 (generateContent finishReason NO_IMAGE), `[thoughts]` (generateContent also returns a thought
 text part and a smaller thought image before the final image).
 
+Models: `GET /{v1,v1beta}/models` (Gemini API, x-goog-api-key) and `GET /v1beta1/publishers/google/
+models` (Vertex) list `LISTED_MODELS` with `pageSize`/`pageToken` paging. A model in the
+`dropped_models` setting is missing from the list and answers 404 NOT_FOUND "models/… is not found",
+as Google answers for a retired model. Per-model rules: Lite is 1K only and takes no service tier,
+2.1 has no "512" (both a 400 INVALID_ARGUMENT). Service tiers: the body's `service_tier`
+("standard" | "flex" | "priority") is answered with an `x-gemini-service-tier` header naming the tier
+that served it; settings `priority_downgrade` (priority served at standard) and `shed_flex` (flex
+calls answered 503 UNAVAILABLE, as Google sheds them) switch the two behaviours Google documents.
+usageMetadata carries the model's image tokens per size and thinking tokens per level.
+
 Control API (JSON): POST /_fake/script {"model": id|"*", "responses": [{"status": 429,
 "retry_delay": "0.2s"}, {"status": 200, "latency_ms": 3000}, {"status": 500, "list_wrapped": true},
 ...]} queues answers consumed one per model call, the model's queue before "*". Errors are sent
 at once unless they carry latency_ms; optional keys: message, upstream_status, retry_after
 (header), body + content_type (a raw non-JSON body). POST /_fake/config {latency_ms, jitter_ms,
-error_rate, api_key} (error_rate answers are sent at once); POST /_fake/reset; GET
-/_fake/requests; GET /_fake/stats. State is per process: with several uvicorn workers, each
-has its own.
+error_rate, api_key, dropped_models, priority_downgrade, shed_flex} (error_rate answers are sent at
+once); POST /_fake/reset; GET /_fake/requests; GET /_fake/stats. State is per process: with
+several uvicorn workers, each has its own.
 """
 
 from __future__ import annotations
@@ -73,7 +83,47 @@ IMAGE_SAFETY_MESSAGE = (
 IMAGE_TOKENS = {
     "flash": {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
     "pro": {"1K": 1120, "2K": 1120, "4K": 2000},
+    "lite": {"1K": 1120},
+    "nb21": {"1K": 1120, "2K": 1680, "4K": 3780},
 }
+THOUGHT_TOKENS = {"MINIMAL": 0, "LOW": 60, "MEDIUM": 120, "HIGH": 240}
+SERVICE_TIERS = ("standard", "flex", "priority")
+FLEX_SHED_MESSAGE = "The Flex tier is at capacity; the request was shed. Please retry later."
+# What models.list answers (Gemini API shape), before `dropped_models` is applied. Text models are
+# listed too, as Google does, so a caller must pick out the image models itself.
+LISTED_MODELS: tuple[dict, ...] = tuple(
+    {
+        "name": f"models/{model_id}",
+        "version": "001",
+        "displayName": display,
+        "description": f"{display} (fake upstream)",
+        "inputTokenLimit": 65536 if "image" in model_id else 1048576,
+        "outputTokenLimit": 32768 if "image" in model_id else 65536,
+        "supportedGenerationMethods": methods,
+    }
+    for model_id, display, methods in (
+        ("gemini-2.5-flash", "Gemini 2.5 Flash", ["generateContent", "countTokens", "createCachedContent"]),
+        ("gemini-3-pro-image", "Nano Banana Pro", ["generateContent", "countTokens", "batchGenerateContent"]),
+        (
+            "gemini-3.1-flash-image",
+            "Nano Banana 2",
+            ["generateContent", "countTokens", "batchGenerateContent"],
+        ),
+        ("gemini-3.1-flash-lite-image", "Nano Banana 2 Lite", ["generateContent", "batchGenerateContent"]),
+        ("gemini-3.1-pro", "Gemini 3.1 Pro", ["generateContent", "countTokens"]),
+        (
+            "gemini-nano-banana-2.1",
+            "Nano Banana 2.1",
+            ["generateContent", "countTokens", "batchGenerateContent"],
+        ),
+        ("imagen-4.0-fast-generate-001", "Imagen 4 Fast", ["predict"]),
+        ("imagen-4.0-generate-001", "Imagen 4", ["predict"]),
+        ("imagen-4.0-ultra-generate-001", "Imagen 4 Ultra", ["predict"]),
+        ("text-embedding-004", "Text Embedding 004", ["embedContent"]),
+    )
+)
+MODELS_LIST_PATHS = {"/v1/models": "gemini_api", "/v1beta/models": "gemini_api"}
+VERTEX_MODELS_LIST_PATHS = {"/v1beta1/publishers/google/models", "/v1/publishers/google/models"}
 SAFETY_THRESHOLDS = frozenset(
     {
         "HARM_BLOCK_THRESHOLD_UNSPECIFIED",
@@ -93,7 +143,7 @@ LOGGED_HEADERS = (
     "x-goog-user-project",
 )
 IMAGEN_MODEL = re.compile(r"imagen-4\.0-(?:[a-z]+-)?generate-001")
-GEMINI_IMAGE_MODEL = re.compile(r"gemini-[\w.-]*-image[\w.-]*")
+GEMINI_IMAGE_MODEL = re.compile(r"gemini-[\w.-]*(?:-image|nano-banana)[\w.-]*")
 _MODEL_PATH = r"(?P<model>[^/:]+):(?P<method>[A-Za-z]+)"
 ROUTES = (
     (re.compile(rf"/(?:v1|v1beta)/models/{_MODEL_PATH}"), "gemini_api"),
@@ -114,6 +164,9 @@ class Settings:
     jitter_ms: float = 0.0
     error_rate: float = 0.0
     api_key: str | None = None
+    dropped_models: list[str] = field(default_factory=list)  # gone from models.list, calls 404
+    priority_downgrade: bool = False  # priority capacity exhausted: served (and labelled) standard
+    shed_flex: bool = False  # flex calls are shed (503 UNAVAILABLE)
 
 
 @dataclass
@@ -387,6 +440,8 @@ class FakeUpstream:
     ) -> Response:
         if path == "/token" and method == "POST":
             return self._token(raw_body, entry)
+        if method == "GET" and (path in MODELS_LIST_PATHS or path in VERTEX_MODELS_LIST_PATHS):
+            return self._models_list(path, headers, query)
         routed = route(path)
         if routed is None:
             return google_error(404, "NOT_FOUND", f"The requested URL {path} was not found on this server.")
@@ -406,7 +461,8 @@ class FakeUpstream:
         entry["body"] = body
         if not isinstance(body, dict):
             return invalid_argument("Invalid JSON payload received. Expected an object.")
-        if rpc not in ("predict", "generateContent") or not self._model_serves(model, rpc):
+        dropped = model in self.settings.dropped_models
+        if dropped or rpc not in ("predict", "generateContent") or not self._model_serves(model, rpc):
             version = path.split("/")[1]
             return google_error(
                 404,
@@ -427,6 +483,42 @@ class FakeUpstream:
         if rpc == "predict":
             return await self._predict(call, latency_ms)
         return await self._generate_content(call, latency_ms)
+
+    def _models_list(self, path: str, headers: dict, query: dict) -> Response:
+        vertex = path in VERTEX_MODELS_LIST_PATHS
+        if vertex and headers.get("authorization"):
+            denied = self._authenticate("vertex_ai", headers, query)
+        else:
+            denied = self._authenticate("vertex_express" if vertex else "gemini_api", headers, query)
+        if denied:
+            return denied
+        try:
+            size = int((query.get("pageSize") or ["50"])[0])
+            offset = int((query.get("pageToken") or ["0"])[0] or 0)
+        except ValueError:
+            return invalid_argument("Invalid pageSize or pageToken.")
+        if size < 1 or offset < 0:
+            return invalid_argument("pageSize must be positive and pageToken a token from a previous page.")
+        size = min(size, 1000)
+        listed = [m for m in LISTED_MODELS if m["name"].split("/", 1)[1] not in self.settings.dropped_models]
+        page = listed[offset : offset + size]
+        if vertex:
+            payload: dict = {
+                "publisherModels": [
+                    {
+                        "name": "publishers/google/models/" + m["name"].split("/", 1)[1],
+                        "versionId": m["version"],
+                        "launchStage": "GA",
+                        "openSourceCategory": "PROPRIETARY",
+                    }
+                    for m in page
+                ]
+            }
+        else:
+            payload = {"models": page}
+        if offset + size < len(listed):
+            payload["nextPageToken"] = str(offset + size)
+        return json_response(payload)
 
     def _authenticate(self, family: str, headers: dict, query: dict) -> Response | None:
         if family == "vertex_ai":
@@ -608,12 +700,31 @@ class FakeUpstream:
                     f'"{setting.get("threshold") if isinstance(setting, dict) else setting}"'
                 )
 
+        requested_tier = str(body.get("service_tier") or body.get("serviceTier") or "standard").lower()
+        if requested_tier not in SERVICE_TIERS:
+            return invalid_argument(
+                f"Invalid value at 'service_tier', \"{requested_tier}\". "
+                f"Supported: {', '.join(SERVICE_TIERS)}."
+            )
+        if requested_tier != "standard" and "flash-lite-image" in call.model:
+            return invalid_argument(
+                f"Service tier {requested_tier} is not supported for models/{call.model}."
+            )
+        if requested_tier == "flex" and self.settings.shed_flex:
+            return google_error(503, "UNAVAILABLE", FLEX_SHED_MESSAGE)
+        served_tier = (
+            "standard"
+            if requested_tier == "priority" and self.settings.priority_downgrade
+            else requested_tier
+        )
+        tier_header = [("x-gemini-service-tier", served_tier)]
+
         hooks = prompt_hooks(prompt)
         thinking = config.get("thinkingConfig") or {}
         level = str(thinking.get("thinkingLevel") or thinking.get("thinking_level") or "").upper()
         is_pro = "pro" in call.model
         prompt_tokens = max(1, len(prompt) // 4) + INPUT_IMAGE_TOKENS * input_images
-        thought_tokens = 180 if is_pro else (240 if level == "HIGH" else 0)
+        thought_tokens = 180 if is_pro else THOUGHT_TOKENS.get(level, 0)
         envelope: dict = {"modelVersion": call.model, "responseId": secrets.token_urlsafe(16)}
         if call.family != "gemini_api":
             envelope["createTime"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -645,7 +756,8 @@ class FakeUpstream:
                     "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
                     "usageMetadata": usage(),
                     **envelope,
-                }
+                },
+                headers=tier_header,
             )
         await self._sleep(latency_ms)
         self.filter_counters[prompt] += 1
@@ -656,7 +768,9 @@ class FakeUpstream:
                 "finishMessage": IMAGE_SAFETY_MESSAGE,
                 "index": 0,
             }
-            return json_response({"candidates": [candidate], "usageMetadata": usage(), **envelope})
+            return json_response(
+                {"candidates": [candidate], "usageMetadata": usage(), **envelope}, headers=tier_header
+            )
         if hooks["no_image"]:
             text = "I can describe this scene, but I could not draw it."
             candidate = {
@@ -665,7 +779,8 @@ class FakeUpstream:
                 "index": 0,
             }
             return json_response(
-                {"candidates": [candidate], "usageMetadata": usage(text_tokens=12), **envelope}
+                {"candidates": [candidate], "usageMetadata": usage(text_tokens=12), **envelope},
+                headers=tier_header,
             )
 
         width, height = table[size][ratio]
@@ -687,7 +802,7 @@ class FakeUpstream:
         parts_out.append(
             {"inlineData": {"mimeType": mime, "data": "@@img0@@"}, "thoughtSignature": signature}
         )
-        tokens = IMAGE_TOKENS["pro" if is_pro else "flash"].get(size, 1120)
+        tokens = IMAGE_TOKENS[_token_family(call.model)].get(size, 1120)
         payload = {
             "candidates": [
                 {"content": {"role": "model", "parts": parts_out}, "finishReason": "STOP", "index": 0}
@@ -695,7 +810,7 @@ class FakeUpstream:
             "usageMetadata": usage(image_tokens=tokens, text_tokens=text_tokens),
             **envelope,
         }
-        return Response(200, splice(payload, images))
+        return Response(200, splice(payload, images), headers=tier_header)
 
     # OAuth
 
@@ -811,9 +926,23 @@ def _jwt_claims(assertion: str) -> dict | None:
     return claims if isinstance(claims, dict) else None
 
 
+def _token_family(model: str) -> str:
+    if "flash-lite-image" in model:
+        return "lite"
+    if "nano-banana-2.1" in model:
+        return "nb21"
+    return "pro" if "pro" in model else "flash"
+
+
 def _settings_problem(settings: dict) -> str | None:
     for name, value in settings.items():
-        if name in ("latency_ms", "jitter_ms", "error_rate"):
+        if name == "dropped_models":
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                return "dropped_models must be a list of model ids"
+        elif name in ("priority_downgrade", "shed_flex"):
+            if not isinstance(value, bool):
+                return f"{name} must be true or false"
+        elif name in ("latency_ms", "jitter_ms", "error_rate"):
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 return f"{name} must be a non-negative number"
         elif name == "api_key":

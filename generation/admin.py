@@ -7,13 +7,16 @@ the secret. Catalog edits reach every worker within CATALOG_TTL_SECONDS.
 
 from datetime import timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from generation.engine.catalog import catalog_invalidate
+from generation.engine.catalog_sync import catalog_sync
 from generation.engine.credentials import account_credentials
 from generation.models import (
     Batch,
+    CatalogAlert,
     Image,
     InputFile,
     Job,
@@ -45,6 +48,17 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     # limits and switch accounts on and off; every change is in the admin's history with the old
     # and new value of these fields (see construct_change_message).
     SENSITIVE_FIELDS = ("kind", "base_url", "credentials_ref")
+    actions = ("run_catalog_sync",)
+
+    @admin.action(description="Run catalog_sync now (models.list of the selected accounts)")
+    def run_catalog_sync(self, request, queryset):
+        accounts = list(queryset.filter(enabled=True).exclude(kind=ProviderAccount.Kind.SANDBOX))
+        if not accounts:
+            self.message_user(request, "No enabled Google account selected.", messages.WARNING)
+            return
+        report = catalog_sync(accounts=accounts)
+        level = messages.WARNING if report.failed else messages.SUCCESS
+        self.message_user(request, f"catalog_sync: {report.summary()}", level)
 
     @admin.display(boolean=True, description="Credentials found")
     def credentials_configured(self, obj: ProviderAccount) -> bool:
@@ -79,15 +93,50 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 class RouteInline(admin.TabularInline):
     model = Route
     extra = 0
-    fields = ("tier", "position", "account", "options", "enabled")
+    fields = ("tier", "position", "account", "options", "enabled", "disabled_reason")
+    readonly_fields = ("disabled_reason",)
 
 
 @admin.register(UpstreamModel)
 class UpstreamModelAdmin(admin.ModelAdmin):
-    list_display = ("model_id", "display_name", "protocol", "lifecycle", "shutdown_date", "successor")
+    """Prices and capabilities are edited here; `source` says where each fact came from.
+    Discovered models (found by catalog_sync) stay unrouted until an operator makes them active."""
+
+    list_display = (
+        "model_id",
+        "display_name",
+        "protocol",
+        "lifecycle",
+        "shutdown_date",
+        "successor",
+        "last_seen_upstream_at",
+        "metadata_mismatch",
+    )
     list_filter = ("protocol", "lifecycle")
     search_fields = ("model_id", "display_name")
+    readonly_fields = ("upstream_metadata", "metadata_mismatch", "last_seen_upstream_at")
     inlines = (RouteInline,)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        catalog_invalidate()
+
+
+@admin.register(CatalogAlert)
+class CatalogAlertAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "model_id", "account", "message", "acknowledged_at")
+    list_filter = ("kind", ("acknowledged_at", admin.EmptyFieldListFilter))
+    search_fields = ("model_id", "message")
+    readonly_fields = ("kind", "model_id", "account", "message", "created_at", "acknowledged_at")
+    actions = ("acknowledge",)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Acknowledge the selected alerts")
+    def acknowledge(self, request, queryset):
+        count = queryset.filter(acknowledged_at__isnull=True).update(acknowledged_at=timezone.now())
+        self.message_user(request, f"{count} alert(s) acknowledged.")
 
 
 @admin.register(Route)
@@ -99,12 +148,18 @@ class RouteAdmin(admin.ModelAdmin):
         "model",
         "options",
         "enabled",
+        "disabled_reason",
         "calls_last_hour",
         "errors_last_hour",
     )
     list_filter = ("tier", "enabled", "account")
     list_editable = ("position", "enabled")
     ordering = ("tier", "position")
+
+    def save_model(self, request, obj, form, change):
+        if obj.enabled:
+            obj.disabled_reason = ""  # an operator brought it back: the system's reason is stale
+        super().save_model(request, obj, form, change)
 
     def get_queryset(self, request):
         since = timezone.now() - timedelta(hours=1)
@@ -153,11 +208,13 @@ class JobAdmin(admin.ModelAdmin):
         "count",
         "images_delivered",
         "amount",
+        "upstream_cost",
+        "service_tier",
         "attempts",
         "created_at",
         "finished_at",
     )
-    list_filter = ("status", "tier", "served_tier", "livemode")
+    list_filter = ("status", "tier", "served_tier", "service_tier", "livemode")
     search_fields = ("public_id", "organization__name", "organization__public_id", "idempotency_key")
     date_hierarchy = "created_at"
     list_select_related = ("organization",)

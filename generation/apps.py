@@ -36,10 +36,11 @@ def _subscribe() -> None:
 
 
 def _ensure_schedules(sender, using="default", **kwargs) -> None:
-    """Create (or repair) the webhook re-drive and input-file retention schedules by name after
-    every migrate: exactly one of each."""
+    """Create (or repair) each schedule by name after every migrate: exactly one of each."""
     from django_q.models import Schedule
 
+    from generation.engine.catalog_sync import CATALOG_SYNC_SCHEDULE_NAME
+    from generation.engine.lifecycle import SHUTDOWN_NOTICES_SCHEDULE_NAME
     from generation.files.tasks import FILES_SCHEDULE_NAME
     from generation.worker.tasks import WEBHOOK_SCHEDULE_NAME
 
@@ -50,6 +51,24 @@ def _ensure_schedules(sender, using="default", **kwargs) -> None:
             "func": "generation.worker.tasks.redrive_webhooks",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        CATALOG_SYNC_SCHEDULE_NAME,
+        {
+            "func": "generation.engine.catalog_sync.catalog_sync_task",
+            "schedule_type": Schedule.DAILY,
+            "repeats": -1,
+        },
+    )
+    _ensure_schedule(
+        using,
+        SHUTDOWN_NOTICES_SCHEDULE_NAME,
+        {
+            "func": "generation.engine.lifecycle.shutdown_notices_task",
+            "schedule_type": Schedule.DAILY,
             "repeats": -1,
         },
     )

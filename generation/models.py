@@ -174,6 +174,8 @@ class UpstreamModel(models.Model):
         ACTIVE = "active", "Active"
         DEPRECATED = "deprecated", "Deprecated"
         RETIRED = "retired", "Retired"
+        # Seen in an upstream models.list but not priced or routed by an operator yet: never routed.
+        DISCOVERED = "discovered", "Discovered (not routed)"
 
     model_id = models.CharField(max_length=100, unique=True)
     display_name = models.CharField(max_length=100)
@@ -188,9 +190,18 @@ class UpstreamModel(models.Model):
     # What we pay per delivered image, by resolution, in USD: {"1K": "0.067", ...}
     cost_per_image = models.JSONField(default=dict)
     # Token-priced models (Gemini), USD per million tokens:
-    # {"image_output": "60", "input": "0.5", "text_output": "3"}.
+    # {"image_output": "60", "input": "0.5", "text_output": "3", "thinking": "3"} ("thinking" defaults
+    # to "text_output": Google bills thought tokens at the text-output rate).
     # When the upstream reports token counts, the cost is computed from them instead of cost_per_image.
     token_prices = models.JSONField(default=dict, blank=True)
+    # Where the facts above come from ("Google deprecations page 2026-09", "[3P] …"): operators
+    # keep them current, and catalog_sync checks them against the upstream's models.list.
+    source = models.CharField(max_length=300, blank=True)
+    # What catalog_sync last saw upstream: {"account": {"displayName", "supportedGenerationMethods",
+    # "inputTokenLimit", "outputTokenLimit"}}; and a disagreement with our row, if any.
+    upstream_metadata = models.JSONField(default=dict, blank=True)
+    metadata_mismatch = models.CharField(max_length=500, blank=True)
+    last_seen_upstream_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["model_id"]
@@ -208,6 +219,57 @@ class UpstreamModel(models.Model):
         return Decimal(str(value)) if value is not None else Decimal("0")
 
 
+class CatalogAlert(models.Model):
+    """Something an operator must look at: a model gone upstream, a route disabled by a 404, a
+    model newly discovered, metadata that disagree. Shown in admin and on the operator page until
+    acknowledged; one open alert per (kind, model, account) so a daily sync does not pile them up."""
+
+    class Kind(models.TextChoices):
+        MODEL_GONE = "model_gone", "Model disappeared upstream"
+        MODEL_NOT_FOUND = "model_not_found", "Upstream answered 404 model not found"
+        MODEL_DISCOVERED = "model_discovered", "New model discovered upstream"
+        METADATA_MISMATCH = "metadata_mismatch", "Upstream metadata disagree"
+        SYNC_FAILED = "sync_failed", "catalog_sync could not list models"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    model_id = models.CharField(max_length=100)
+    account = models.ForeignKey(
+        ProviderAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["acknowledged_at", "kind"], name="catalog_alert_open")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.model_id}"
+
+
+class ShutdownNotice(models.Model):
+    """One e-mail sent to an organization's owners about one model's shutdown at one threshold
+    (30 or 7 days before). The unique constraint makes the daily task send it at most once."""
+
+    organization = models.ForeignKey("tenants.Organization", on_delete=models.CASCADE, related_name="+")
+    model_id = models.CharField(max_length=100)
+    shutdown_date = models.DateField()
+    days_before = models.PositiveSmallIntegerField()
+    recipients = models.JSONField(default=list)
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "model_id", "days_before"], name="uniq_shutdown_notice"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.model_id} -{self.days_before}d"
+
+
 class Route(models.Model):
     """tier → ordered (provider account, model, options). Lower position = preferred when healthy."""
 
@@ -215,8 +277,16 @@ class Route(models.Model):
     position = models.PositiveSmallIntegerField(default=10)
     account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="routes")
     model = models.ForeignKey(UpstreamModel, on_delete=models.CASCADE, related_name="routes")
-    options = models.JSONField(default=dict, blank=True, help_text='e.g. {"thinking_level": "MINIMAL"}')
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='e.g. {"thinking_level": "MINIMAL", "service_tier": "flex"}; service_tier is standard '
+        "(default), flex (-50%, slower, may be shed: batch items prefer it) or priority (with "
+        '"priority_multiplier", e.g. "1.8", the price factor over standard).',
+    )
     enabled = models.BooleanField(default=True)
+    # Why the route was switched off by the system (catalog_sync or a live 404), for the operator.
+    disabled_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["tier", "position", "id"]
@@ -281,6 +351,9 @@ class Job(models.Model):
     amount = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
     currency = models.CharField(max_length=3, default="usd")
     upstream_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    # Google's service tier that actually served the job (the x-gemini-service-tier header, else
+    # what we asked for): "standard", "flex" or "priority"; blank for the sandbox and Imagen.
+    service_tier = models.CharField(max_length=16, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from django.apps import apps
 _SEEDS = [
     "tenants.migrations.0002_seed_plans",
     "generation.migrations.0002_seed_catalog",
+    "generation.migrations.0004_upstream_lineup",
     "generation.migrations.0005_files_inputs",
 ]
 

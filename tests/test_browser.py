@@ -62,7 +62,7 @@ def browser(monkeypatch, settings):
 @pytest.fixture
 def screenshots_on_failure(request):
     """Collects pages; if the test failed, saves a full-page screenshot of each."""
-    pages = []
+    pages: list = []
     yield pages.append
     report = getattr(request.node, "rep_call", None)
     failed = report is None or report.failed
@@ -183,7 +183,7 @@ def test_invited_member_logs_in_and_cannot_see_billing(browser, live_server, scr
     deadline = time.monotonic() + 10
     while not mail.outbox and time.monotonic() < deadline:
         time.sleep(0.05)
-    link = re.search(r"https?://\S+/invitations/\S+/", mail.outbox[-1].body).group(0)
+    link = re.search(r"https?://\S+/invitations/\S+/", str(mail.outbox[-1].body)).group(0)
     path = "/" + link.split("/", 3)[3]
 
     member = _new_page(browser, screenshots_on_failure)

@@ -272,8 +272,11 @@ def test_bad_webhook_urls(api, body, settings):
 def test_auto_migration_to_a_successor_without_a_route(api, alice):
     alice.organization.auto_migrate_models = True
     alice.organization.save()
-    Route.objects.filter(model__model_id="gemini-3.1-flash-image").delete()
     from generation.engine.catalog import catalog_invalidate
+    from generation.models import UpstreamModel
+
+    successor = UpstreamModel.objects.get(model_id="imagen-4.0-fast-generate-001").successor
+    Route.objects.filter(model=successor).delete()
 
     catalog_invalidate()
     response = api.post(

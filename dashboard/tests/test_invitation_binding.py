@@ -16,7 +16,9 @@ PASSWORD = "a sturdy passphrase 42"
 
 def invite(web, alice, email) -> str:
     assert web(alice).post(reverse("dashboard:members"), {"email": email, "role": "admin"}).status_code == 302
-    return "/" + re.search(r"https?://\S+/invitations/\S+/", mail.outbox[-1].body).group(0).split("/", 3)[3]
+    return (
+        "/" + re.search(r"https?://\S+/invitations/\S+/", str(mail.outbox[-1].body)).group(0).split("/", 3)[3]
+    )
 
 
 def test_a_forwarded_link_does_not_let_another_account_join(web, alice, charlie):

@@ -42,6 +42,29 @@ FALLBACK_TIERS: dict[str, list[str]] = {Tier.FAST: [Tier.STANDARD], Tier.STANDAR
 # Request parameters checked against route capabilities, in the order errors are reported.
 _OPTIONAL_FEATURES = ("seed", "negative_prompt")
 
+# Google's service tiers (route option "service_tier"). Flex costs about half and may be shed or
+# take minutes, so only batch items (which can wait) use it; priority costs more (the route's
+# "priority_multiplier") and is served at standard when Google's priority capacity runs out.
+SERVICE_TIERS = ("standard", "flex", "priority")
+FLEX_COST_FACTOR = Decimal("0.5")
+DEFAULT_PRIORITY_MULTIPLIER = Decimal("1.8")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A catalog model whether or not it has an enabled route (a pinned, retired model still
+    answers "retired on …, successor …" after catalog_sync disabled its routes)."""
+
+    model_id: str
+    lifecycle: str
+    shutdown_date: date | None
+    successor_model_id: str | None
+
+    def is_retired(self, today: date) -> bool:
+        if self.lifecycle == UpstreamModel.Lifecycle.RETIRED:
+            return True
+        return self.shutdown_date is not None and today >= self.shutdown_date
+
 
 @dataclass(frozen=True)
 class InputLimits:
@@ -110,6 +133,27 @@ class RouteSpec:
     def is_sandbox(self) -> bool:
         return self.account_kind == ProviderAccount.Kind.SANDBOX
 
+    @property
+    def service_tier(self) -> str:
+        """The Google service tier this route asks for ("standard" when the option is unset)."""
+        if self.is_sandbox or self.target.protocol != UpstreamModel.Protocol.GENERATE_CONTENT:
+            return "standard"
+        value = str(self.target.options.get("service_tier") or "standard").lower()
+        return value if value in SERVICE_TIERS else "standard"
+
+    def service_tier_factor(self, served: str | None) -> Decimal:
+        """Price factor over the standard tier for the tier that actually served the call."""
+        if served == "flex":
+            return FLEX_COST_FACTOR
+        if served == "priority":
+            try:
+                return Decimal(
+                    str(self.target.options.get("priority_multiplier", DEFAULT_PRIORITY_MULTIPLIER))
+                )
+            except ArithmeticError:
+                return DEFAULT_PRIORITY_MULTIPLIER
+        return Decimal(1)
+
     def is_retired(self, today: date) -> bool:
         if self.lifecycle == UpstreamModel.Lifecycle.RETIRED:
             return True
@@ -145,26 +189,32 @@ class RouteSpec:
         """What this route's model accepts as input images (none unless the catalog says so)."""
         return InputLimits.of(self.capabilities)
 
-    def upstream_cost(self, resolution: str, usage: dict | None, images: int) -> Decimal:
-        """What we paid: from token counts when the upstream reported them, else the price table."""
+    def upstream_cost(
+        self, resolution: str, usage: dict | None, images: int, service_tier: str | None = None
+    ) -> Decimal:
+        """What we paid, in USD: token counts x the model's token prices (USD per 1M tokens) when
+        the upstream reported them, else the per-image table; times the served service tier's
+        factor (flex -50%, priority the route's multiplier). Thought tokens are priced at
+        "thinking", else at the text-output rate, as Google bills them."""
         if self.is_sandbox or images == 0:
             return Decimal("0")
+        factor = self.service_tier_factor(service_tier)
         prices = self.token_prices
         if usage and prices and usage.get("imageTokenCount"):
             million = Decimal(1_000_000)
             image_tokens = Decimal(usage.get("imageTokenCount", 0))
-            text_out = (
-                Decimal(usage.get("candidatesTokenCount", 0))
-                - image_tokens
-                + Decimal(usage.get("thoughtsTokenCount", 0))
-            )
-            return (
+            text_out = Decimal(usage.get("candidatesTokenCount", 0)) - image_tokens
+            thoughts = Decimal(usage.get("thoughtsTokenCount", 0))
+            text_price = Decimal(prices.get("text_output", "0"))
+            cost = (
                 image_tokens * Decimal(prices.get("image_output", "0"))
                 + Decimal(usage.get("promptTokenCount", 0)) * Decimal(prices.get("input", "0"))
-                + max(text_out, Decimal(0)) * Decimal(prices.get("text_output", "0"))
+                + max(text_out, Decimal(0)) * text_price
+                + thoughts * Decimal(prices.get("thinking", text_price))
             ) / million
+            return cost * factor
         value = self.cost_per_image.get(resolution)
-        return Decimal(str(value)) * images if value is not None else Decimal("0")
+        return Decimal(str(value)) * images * factor if value is not None else Decimal("0")
 
 
 def _effective_capabilities(model: UpstreamModel, kind: str) -> dict:
@@ -179,6 +229,7 @@ def _effective_capabilities(model: UpstreamModel, kind: str) -> dict:
 class CatalogSnapshot:
     routes: list[RouteSpec] = field(default_factory=list)
     built_at: float = 0.0
+    models: dict[str, ModelInfo] = field(default_factory=dict)
 
     def model_ids(self) -> set[str]:
         return {route.model_id for route in self.routes}
@@ -186,9 +237,22 @@ class CatalogSnapshot:
 
 def build_snapshot() -> CatalogSnapshot:
     routes = []
-    queryset = Route.objects.filter(enabled=True, account__enabled=True).select_related(
-        "account", "model", "model__successor"
+    queryset = (
+        Route.objects.filter(enabled=True, account__enabled=True)
+        .exclude(model__lifecycle=UpstreamModel.Lifecycle.DISCOVERED)  # never routed until priced
+        .select_related("account", "model", "model__successor")
     )
+    models = {
+        m.model_id: ModelInfo(
+            model_id=m.model_id,
+            lifecycle=m.lifecycle,
+            shutdown_date=m.shutdown_date,
+            successor_model_id=m.successor.model_id if m.successor else None,
+        )
+        for m in UpstreamModel.objects.exclude(lifecycle=UpstreamModel.Lifecycle.DISCOVERED).select_related(
+            "successor"
+        )
+    }
     for route in queryset:
         account, model = route.account, route.model
         credentials = account_credentials(account)
@@ -229,7 +293,7 @@ def build_snapshot() -> CatalogSnapshot:
             )
         )
     routes.sort(key=lambda r: (r.tier, r.position, r.id))
-    return CatalogSnapshot(routes=routes, built_at=time.monotonic())
+    return CatalogSnapshot(routes=routes, built_at=time.monotonic(), models=models)
 
 
 _cache_lock = threading.Lock()
@@ -272,6 +336,8 @@ class RoutePlan:
     primary: list[RouteSpec]
     fallback: list[RouteSpec]
     notice: str = ""  # e.g. why a pinned model was migrated
+    # Routes asking for this Google service tier are tried first (batch items: "flex").
+    preferred_service_tier: str | None = None
 
 
 def _resolve_tier_or_model(model: str | None, tier: str | None) -> tuple[str | None, str | None]:
@@ -297,9 +363,14 @@ def route_plan(
     model: str | None = None,
     tier: str | None = None,
     snapshot: CatalogSnapshot | None = None,
+    batch: bool = False,
 ) -> RoutePlan:
     """Choose the candidate routes and validate `params` against them. Raises a 400 naming the
-    first parameter no candidate route can honour, before anything is reserved or queued."""
+    first parameter no candidate route can honour, before anything is reserved or queued.
+
+    `batch`: the request is a batch item, which can wait: flex routes of the tier are tried first
+    and priority routes are left out; interactive requests never use flex routes (unless the
+    tier has nothing else)."""
     snapshot = snapshot or catalog_snapshot()
     today = timezone.now().date()
     model_id, tier = _resolve_tier_or_model(model, tier)
@@ -307,11 +378,16 @@ def route_plan(
 
     if model_id is not None:
         routes = [r for r in snapshot.routes if r.model_id == model_id and (tier is None or r.tier == tier)]
-        if not routes:
+        info = snapshot.models.get(model_id)
+        if not routes and info and not info.is_retired(today):
+            # Known, not retired, but every route is off (e.g. disabled after a live 404).
+            raise InvalidRequest(f"No route can serve the model '{model_id}' right now.", param="model")
+        if not routes and not (info and info.is_retired(today)):
             known = sorted(snapshot.model_ids() | set(TIER_ALIASES))
             raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
-        if all(r.is_retired(today) for r in routes):
-            retired = routes[0]
+        if all(r.is_retired(today) for r in routes) and (routes or info):
+            retired = routes[0] if routes else info
+            assert retired is not None  # the condition above
             successor = retired.successor_model_id
             if not (auto_migrate_models and successor):
                 raise ModelRetired(
@@ -349,6 +425,7 @@ def route_plan(
             f"No route can serve the {tier} tier right now.", param="model" if model_id else "tier"
         )
     primary = _filter_supported(primary, params, tier)
+    primary = _by_service_tier(primary, batch=batch)
 
     fallback: list[RouteSpec] = []
     for fallback_tier in fallback_tiers:
@@ -358,7 +435,24 @@ def route_plan(
             [r for r in snapshot.routes if r.tier == fallback_tier], livemode=livemode, today=today
         )
         fallback += [r for r in candidates if r.unsupported_param(params) is None]
-    return RoutePlan(tier=tier, model_id=model_id, primary=primary, fallback=fallback, notice=notice)
+    fallback = _by_service_tier(fallback, batch=batch) if fallback else fallback
+    return RoutePlan(
+        tier=tier,
+        model_id=model_id,
+        primary=primary,
+        fallback=fallback,
+        notice=notice,
+        preferred_service_tier="flex" if batch else None,
+    )
+
+
+def _by_service_tier(routes: list[RouteSpec], *, batch: bool) -> list[RouteSpec]:
+    """Batch items: flex first (the router keeps that order), never priority when anything else
+    can serve. Interactive: no flex (minutes of latency, may be shed) when anything else can."""
+    if batch:
+        kept = [r for r in routes if r.service_tier != "priority"] or routes
+        return sorted(kept, key=lambda r: r.service_tier != "flex")
+    return [r for r in routes if r.service_tier != "flex"] or routes
 
 
 def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: str) -> list[RouteSpec]:
@@ -368,13 +462,21 @@ def _filter_supported(routes: list[RouteSpec], params: GenerationParams, tier: s
     # Name the parameter that the routes reject, with what they do accept.
     param = next(p for r in routes if (p := r.unsupported_param(params)))
     caps = routes[0].capabilities
+
+    def union(key: str) -> list:
+        # What any route of the tier accepts (Lite takes 1K, 2.1 takes 2K and 4K: "1K, 2K, 4K").
+        values: list = []
+        for route in routes:
+            values += [v for v in route.capabilities.get(key) or [] if v not in values]
+        return values
+
     accepted = {
-        "aspect_ratio": caps.get("aspect_ratios"),
-        "resolution": caps.get("resolutions"),
+        "aspect_ratio": union("aspect_ratios"),
+        "resolution": union("resolutions"),
         "count": f"1-{caps.get('max_images', 1)}",
-        "output_format": caps.get("output_formats"),
-        "safety_level": caps.get("safety_levels"),
-        "person_generation": caps.get("person_generation"),
+        "output_format": union("output_formats"),
+        "safety_level": union("safety_levels"),
+        "person_generation": union("person_generation"),
     }.get(param)
     value = getattr(params, param)
     detail = (

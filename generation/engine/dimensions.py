@@ -55,12 +55,21 @@ GEMINI_FLASH_DIMENSIONS = dimensions_table(
     {**GEMINI3_1K, **GEMINI3_FLASH_EXTRA_1K}, ["512", "1K", "2K", "4K"]
 )
 GEMINI_PRO_DIMENSIONS = dimensions_table(GEMINI3_1K, ["1K", "2K", "4K"])
+# gemini-3.1-flash-lite-image ("Nano Banana 2 Lite"): 1K only, 2K/4K are a 400. Its ratios are not
+# published separately; it is the Nano Banana 2 family, so the 14 ratios (unverified, see NOTES).
+GEMINI_LITE_DIMENSIONS = dimensions_table({**GEMINI3_1K, **GEMINI3_FLASH_EXTRA_1K}, ["1K"])
+# gemini-nano-banana-2.1: 14 ratios, 1K/2K/4K; "512" is a 400 [3P].
+GEMINI_NB21_DIMENSIONS = dimensions_table({**GEMINI3_1K, **GEMINI3_FLASH_EXTRA_1K}, ["1K", "2K", "4K"])
 
 
 def dimensions_for_model(model: str) -> dict[str, dict[str, list[int]]]:
     """Best-known table for an upstream model id (used by the fake upstream)."""
     if model.startswith("imagen-"):
         return IMAGEN_DIMENSIONS
+    if "flash-lite-image" in model:
+        return GEMINI_LITE_DIMENSIONS
+    if "nano-banana-2.1" in model:
+        return GEMINI_NB21_DIMENSIONS
     if "pro" in model:
         return GEMINI_PRO_DIMENSIONS
     return GEMINI_FLASH_DIMENSIONS

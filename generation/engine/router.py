@@ -8,6 +8,10 @@ Rules (PRODUCT.md "Routing and reliability"):
   route with exponential backoff and full jitter, honouring the upstream's Retry-After/RetryInfo;
   then the next route is tried. A 400 is never retried and never failed over.
 - Images already delivered are kept: a retry or failover only asks for the ones still missing.
+- A `404 NOT_FOUND` "model not found" means the model is retired on that account, not a transient
+  error: the route is disabled at once (the `on_model_gone` hook writes it down and alerts; this
+  process skips it before the catalog cache catches up) and the request fails over.
+- Batch plans (`preferred_service_tier="flex"`) try flex routes first, whatever their latency.
 - When every primary route is saturated (no upstream slot free right now) or has failed, the
   fallback tier's routes serve the rest, if the plan has any (the tenant's policy decided that).
 """
@@ -19,6 +23,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -27,7 +32,13 @@ import httpx
 from generation.engine.catalog import RoutePlan, RouteSpec
 from generation.engine.health import HealthBook
 from generation.engine.providers import provider_for
-from generation.engine.providers.base import ProviderImage, ProviderRequest, UpstreamError, UpstreamTimeout
+from generation.engine.providers.base import (
+    ProviderImage,
+    ProviderRequest,
+    UpstreamError,
+    UpstreamModelNotFound,
+    UpstreamTimeout,
+)
 from generation.engine.upstream_limits import LimitWaitExceeded, UpstreamLimiter
 
 logger = logging.getLogger(__name__)
@@ -36,6 +47,11 @@ ATTEMPTS_PER_ROUTE = 3
 BACKOFF_BASE = 0.25
 BACKOFF_MAX = 4.0
 MAX_HONOURED_RETRY_AFTER = 20.0
+# How long this process skips a route whose model answered 404 "not found", by itself: long enough
+# for every process's catalog cache to see the route disabled in the database.
+GONE_SKIP_SECONDS = 30.0
+
+ModelGoneHook = Callable[[RouteSpec, UpstreamError], Awaitable[None]]
 
 
 @dataclass
@@ -65,6 +81,7 @@ class Outcome:
     error: UpstreamError | None = None  # set when images are missing
     usage: dict = field(default_factory=dict)
     upstream_cost: Decimal = Decimal("0")
+    service_tier: str | None = None  # Google's service tier that served the (first) images
 
     @property
     def served_route(self) -> RouteSpec | None:
@@ -101,16 +118,46 @@ class ClientPool:
 
 
 class Router:
-    def __init__(self, *, clients: ClientPool, health: HealthBook, limiter: UpstreamLimiter):
+    def __init__(
+        self,
+        *,
+        clients: ClientPool,
+        health: HealthBook,
+        limiter: UpstreamLimiter,
+        on_model_gone: ModelGoneHook | None = None,
+    ):
         self.clients = clients
         self.health = health
         self.limiter = limiter
+        self.on_model_gone = on_model_gone
+        self._gone: dict[int, float] = {}  # route id -> monotonic time until which it is skipped
+
+    def _is_gone(self, route: RouteSpec) -> bool:
+        until = self._gone.get(route.id)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._gone[route.id]
+            return False
+        return True
+
+    async def _model_gone(self, route: RouteSpec, error: UpstreamError) -> None:
+        self._gone[route.id] = time.monotonic() + GONE_SKIP_SECONDS
+        logger.warning("route %s: upstream says the model is gone (%s); disabling it", route.label, error)
+        if self.on_model_gone is not None:
+            try:
+                await self.on_model_gone(route, error)
+            except Exception:  # noqa: BLE001 - failing over matters more than recording it
+                logger.exception("route %s: could not record the retired model", route.label)
 
     async def execute(self, plan: RoutePlan, request: ProviderRequest, *, deadline: float) -> Outcome:
         outcome = Outcome()
         remaining = request.count
-        primary = self.health.order(plan.primary)
-        fallback = self.health.order(plan.fallback)
+        primary = [r for r in self.health.order(plan.primary) if not self._is_gone(r)]
+        fallback = [r for r in self.health.order(plan.fallback) if not self._is_gone(r)]
+        if plan.preferred_service_tier:  # stable: health order within each group
+            primary.sort(key=lambda r: r.service_tier != plan.preferred_service_tier)
+            fallback.sort(key=lambda r: r.service_tier != plan.preferred_service_tier)
         queue: list[tuple[RouteSpec, bool]] = [(r, False) for r in primary] + [(r, True) for r in fallback]
         saturated_primary = False
 
@@ -129,6 +176,9 @@ class Router:
             slot = None
             if preacquired and preacquired[0] is route:
                 slot, preacquired = preacquired[2], None
+            elif self._is_gone(route):
+                outcome.attempts.append(Attempt(route.label, route.tier, False, 0, error="model_gone"))
+                continue
             elif not self.health.available(route.id):
                 outcome.attempts.append(Attempt(route.label, route.tier, False, 0, error="circuit_open"))
                 continue
@@ -201,6 +251,9 @@ class Router:
                 outcome.error = error
                 if not error.route_fault:
                     return remaining, True  # a 400: the request is wrong everywhere; never retry
+                if isinstance(error, UpstreamModelNotFound):
+                    await self._model_gone(route, error)
+                    return remaining, False  # retired on this account: the next route, now
                 if not error.retryable:
                     return remaining, False  # this route cannot serve: fail over at once
                 wait = _backoff(attempt, error.retry_after)
@@ -222,8 +275,10 @@ class Router:
             outcome.upstream_cost += (
                 result.upstream_cost
                 if result.upstream_cost is not None
-                else route.upstream_cost(request.resolution, result.usage, delivered)
+                else route.upstream_cost(request.resolution, result.usage, delivered, result.service_tier)
             )
+            if outcome.service_tier is None and result.service_tier:
+                outcome.service_tier = result.service_tier
             remaining -= got
             if remaining <= 0:
                 outcome.error = None

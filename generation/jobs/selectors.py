@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
+from datetime import date
+from decimal import Decimal
+
+from django.db.models import Count, Prefetch, Sum
 from django.utils import timezone
 
-from generation.engine.catalog import FALLBACK_TIERS, TIER_ALIASES, catalog_snapshot
+from generation.engine.catalog import (
+    FALLBACK_TIERS,
+    FLEX_COST_FACTOR,
+    SERVICE_TIERS,
+    TIER_ALIASES,
+    catalog_snapshot,
+)
+from generation.engine.lifecycle import models_pinned
 from generation.models import Image, Job
 from generation.pagination import newest_first_page
 from tenants.errors import NotFound
@@ -41,6 +51,31 @@ def job_list(
     if status:
         queryset = queryset.filter(status=status)
     return newest_first_page(queryset, cursor=cursor, limit=limit)
+
+
+def upstream_cost_by_service_tier(*, since) -> dict:
+    """Live upstream cost per Google service tier since `since`, and what flex saved: flex is
+    billed at half the standard price, so the saving equals what the flex jobs cost."""
+    rows = {
+        row["service_tier"] or "standard": row
+        for row in Job.objects.filter(livemode=True, finished_at__gte=since)
+        .values("service_tier")
+        .annotate(jobs=Count("id"), cost=Sum("upstream_cost"), revenue=Sum("amount"))
+    }
+    zero = Decimal("0")
+    tiers = [
+        {
+            "service_tier": tier,
+            "jobs": rows.get(tier, {}).get("jobs", 0),
+            "cost": rows.get(tier, {}).get("cost") or zero,
+            "revenue": rows.get(tier, {}).get("revenue") or zero,
+        }
+        for tier in SERVICE_TIERS
+    ]
+    for tier in tiers:
+        tier["margin"] = tier["revenue"] - tier["cost"]
+    flex_cost = next(t["cost"] for t in tiers if t["service_tier"] == "flex")
+    return {"tiers": tiers, "flex_saving": flex_cost / FLEX_COST_FACTOR - flex_cost}
 
 
 def models_for_organization(*, organization: Organization) -> dict:
@@ -93,4 +128,25 @@ def models_for_organization(*, organization: Organization) -> dict:
             }
         if route.tier not in entry["tiers"]:
             entry["tiers"].append(route.tier)
+    for info in snapshot.models.values():
+        # Retired models without a route left still answer "retired, successor …" when pinned.
+        if info.model_id not in models and info.is_retired(today):
+            models[info.model_id] = {
+                "id": info.model_id,
+                "object": "model",
+                "tiers": [],
+                "lifecycle": "retired",
+                "shutdown_date": info.shutdown_date.isoformat() if info.shutdown_date else None,
+                "successor": info.successor_model_id,
+                "capabilities": None,
+            }
+    pinned = {p.model_id: p for p in models_pinned(organization=organization, today=today)}
+    for model_id, entry in models.items():
+        entry["pinned"] = model_id in pinned
+        shutdown = entry["shutdown_date"]
+        entry["days_until_shutdown"] = (
+            (date.fromisoformat(shutdown) - today).days
+            if shutdown and entry["lifecycle"] != "retired"
+            else None
+        )
     return {"object": "list", "tiers": tiers, "data": sorted(models.values(), key=lambda m: m["id"])}

@@ -100,6 +100,7 @@ def job_plan(*, job: Job) -> RoutePlan:
         auto_migrate_models=organization.auto_migrate_models,
         model=job.requested_model or None,
         tier=job.tier,
+        batch=job.batch_id is not None,
     )
 
 
@@ -368,8 +369,10 @@ def job_succeed(
     upstream_cost: Decimal,
     error_code: str = "",
     error_message: str = "",
+    service_tier: str = "",
 ) -> None:
-    """Record the images and their usage and finish the job, all or nothing."""
+    """Record the images and their usage and finish the job, all or nothing. `service_tier`: the
+    Google tier that served it (drives `upstream_cost`; the customer's price does not change)."""
     now = timezone.now()
     delivered = [image for image in images if not image.filtered]
     plan = job.organization.plan
@@ -412,6 +415,7 @@ def job_succeed(
         amount=amount,
         currency=plan.currency,
         upstream_cost=upstream_cost,
+        service_tier=service_tier,
         error_code=error_code,
         error_message=error_message,
         lease_owner="",
@@ -569,6 +573,7 @@ def job_complete(*, job: Job, owner: str, outcome: Outcome) -> None:
             fallback_reason=outcome.fallback_reason,
             attempts_log=attempts,
             upstream_cost=cost,
+            service_tier=outcome.service_tier or "",
             error_code=error_code,
             error_message=error_message,
         )

@@ -186,7 +186,7 @@ def test_list_is_scoped_paginated_and_filterable(alice, charlie):
     assert len(charlie.client().get(URL).json()["data"]) == 1
 
 
-def test_models_lists_tiers_prices_and_lifecycle(alice, charlie):
+def test_models_lists_tiers_prices_and_lifecycle(alice, charlie, catalog_before_2026_10):
     body = alice.client().get("/v1/models").json()
     tiers = {t["id"]: t for t in body["tiers"]}
     assert tiers["fast"]["price_per_image"] == "0.0900" and tiers["fast"]["allowed"]

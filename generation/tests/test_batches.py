@@ -4,6 +4,7 @@ out, the feeder's lease, tenant isolation on every endpoint."""
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -280,13 +281,9 @@ def test_a_dead_feeders_lease_expires_and_another_feeder_continues(alice):
     response = alice.client().post(URL, {"requests": items(3)}, format="json")  # `db`: never commits,
     batch = Batch.objects.get(public_id=response.json()["id"])  # so nothing was fed yet
     assert batch.next_index == 0
-    Batch.objects.filter(pk=batch.pk).update(
-        feeder_lease_until=timezone.now() + timezone.timedelta(seconds=30)
-    )
+    Batch.objects.filter(pk=batch.pk).update(feeder_lease_until=timezone.now() + timedelta(seconds=30))
     assert batch_feed(batch_pk=batch.pk) == 0  # someone (alive) holds it
-    Batch.objects.filter(pk=batch.pk).update(
-        feeder_lease_until=timezone.now() - timezone.timedelta(seconds=1)
-    )
+    Batch.objects.filter(pk=batch.pk).update(feeder_lease_until=timezone.now() - timedelta(seconds=1))
     assert batch_feed(batch_pk=batch.pk) == 3
     assert batch_feed(batch_pk=batch.pk) == 0  # nothing submitted twice
     assert Job.objects.filter(batch=batch).count() == 3

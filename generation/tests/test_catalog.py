@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from generation.engine.catalog import catalog_invalidate, route_plan
@@ -8,6 +10,9 @@ from generation.params import GenerationParams
 from tenants.errors import InvalidRequest, PermissionDenied
 
 ALL = ["fast", "standard", "ultra"]
+# Written against the 0002 seed (gemini-3.1-flash-image serving fast and standard, Imagen 4 with it
+# as successor); the 0004 lineup is tested in test_lineup.py. See tests/catalogs.py.
+pytestmark = pytest.mark.usefixtures("catalog_before_2026_10")
 
 
 def params(**overrides) -> GenerationParams:
@@ -15,7 +20,7 @@ def params(**overrides) -> GenerationParams:
 
 
 def plan(**kwargs):
-    options = {
+    options: dict[str, Any] = {
         "livemode": True,
         "allowed_tiers": ALL,
         "fallback_policy": "allow",

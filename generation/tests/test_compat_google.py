@@ -26,6 +26,8 @@ CONTENT_PATHS = [
     "/v1beta1/projects/my-project/locations/global/publishers/google/models/{model}:generateContent",
 ]
 FLASH = "gemini-3.1-flash-image"
+# Written against the 0002 seed (gemini-3.1-flash-image serving fast): see tests/catalogs.py.
+pytestmark = pytest.mark.usefixtures("catalog_before_2026_10")
 
 
 def google_client(raw_key: str | None) -> APIClient:

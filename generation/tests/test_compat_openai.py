@@ -210,7 +210,8 @@ def test_url_response_format_and_jpeg(alice):
     path = data["data"][0]["url"].split("://", 1)[1].split("/", 1)[1]
     served = Client().get("/" + path)
     assert served.status_code == 200 and served["Content-Type"] == "image/jpeg"
-    assert PILImage.open(io.BytesIO(b"".join(served.streaming_content))).format == "JPEG"
+    data = b"".join(served.streaming_content)  # type: ignore[attr-defined]
+    assert PILImage.open(io.BytesIO(data)).format == "JPEG"
 
 
 @pytest.mark.django_db(transaction=True)

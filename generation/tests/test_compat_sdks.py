@@ -21,6 +21,8 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     # google-genai warns that generate_images (Imagen) is deprecated upstream; it is what we test.
     pytest.mark.filterwarnings("ignore:The generate_images method is deprecated"),
+    # Written against the 0002 seed (gemini-3.1-flash-image serving fast): see tests/catalogs.py.
+    pytest.mark.usefixtures("catalog_before_2026_10"),
 ]
 
 FLASH = "gemini-3.1-flash-image"
@@ -113,13 +115,13 @@ def test_openai_bad_size_bad_n_and_bad_model(live_server, alice):
     client = openai_client(live_server, alice.raw_live_key)
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.generate(prompt="x", size="1000x1000")
-    assert raised.value.body["param"] == "size"
+    assert raised.value.body["param"] == "size"  # type: ignore[index]  # the error body is a dict
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.generate(prompt="x", n=5)
-    assert raised.value.body["param"] == "n"
-    with pytest.raises(openai.NotFoundError) as raised:
+    assert raised.value.body["param"] == "n"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError) as not_found:
         client.images.generate(prompt="x", model="imagen-9")
-    assert raised.value.code == "model_not_found"
+    assert not_found.value.code == "model_not_found"
     assert Job.objects.count() == 0
 
 

@@ -16,7 +16,11 @@ from generation.models import InputFile, Job, JobInput, ProviderAccount
 from generation.tests.images_fixtures import image_bytes, mask_bytes
 from generation.tests.test_compat_sdks import FLASH, google_client, openai_client
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # Written against the 0002 seed (gemini-3.1-flash-image serving fast): see tests/catalogs.py.
+    pytest.mark.usefixtures("catalog_before_2026_10"),
+]
 
 
 @pytest.fixture(autouse=True)

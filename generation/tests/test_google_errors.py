@@ -16,6 +16,7 @@ from generation.engine.providers.base import (
     UpstreamBadRequest,
     UpstreamConnectionError,
     UpstreamError,
+    UpstreamModelNotFound,
     UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
@@ -238,3 +239,32 @@ def test_unexpected_status_is_a_protocol_error():
     error = google_errors.error_from_response(response(302, text="moved"))
 
     assert isinstance(error, UpstreamProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("message", "model_gone"),
+    [
+        (
+            "models/imagen-4.0-generate-001 is not found for API version v1beta, or is not supported for "
+            "predict. Call ListModels to see the list of available models and their supported methods.",
+            True,
+        ),
+        (
+            "Publisher Model `projects/p/locations/global/publishers/google/models/gemini-x` was not found "
+            "or your project does not have access to it.",
+            True,
+        ),
+        ("Requested entity was not found.", False),
+        ("The requested URL /v1beta/modelz was not found on this server.", False),
+    ],
+)
+def test_only_a_404_about_the_model_means_the_model_is_retired(message, model_gone):
+    error = google_errors.error_from_response(response(404, status_body(404, "NOT_FOUND", message)))
+    assert isinstance(error, UpstreamNotFound) and not error.retryable
+    assert isinstance(error, UpstreamModelNotFound) is model_gone
+    assert error.code == ("upstream_model_not_found" if model_gone else "upstream_not_found")
+
+
+def test_a_non_json_404_is_never_a_retired_model():
+    error = google_errors.error_from_response(response(404, text="<html>models/x is not found</html>"))
+    assert isinstance(error, UpstreamNotFound) and not isinstance(error, UpstreamModelNotFound)

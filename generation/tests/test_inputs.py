@@ -27,6 +27,9 @@ from generation.tests.images_fixtures import ImageServer, image_bytes, mask_byte
 from generation.tests.webhook_receiver import self_signed_tls
 from generation.worker.runner import get_runner
 
+# Written against the 0002 seed (gemini-3.1-flash-image serving fast): see tests/catalogs.py.
+pytestmark = pytest.mark.usefixtures("catalog_before_2026_10")
+
 FLASH = "gemini-3.1-flash-image"
 RED = (200, 30, 30)
 

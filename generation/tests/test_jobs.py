@@ -165,7 +165,12 @@ def test_a_worker_that_lost_its_lease_cannot_finish(alice):
     job.refresh_from_db()
     with pytest.raises(LeaseLost):
         job_succeed(
-            job=job, owner="w2", images=[image(0)], fallback_reason="", attempts_log=[], upstream_cost=0
+            job=job,
+            owner="w2",
+            images=[image(0)],
+            fallback_reason="",
+            attempts_log=[],
+            upstream_cost=Decimal("0"),
         )
     assert not UsageRecord.objects.exists() and not Image.objects.exists()
     assert Job.objects.get(pk=job.pk).status == "running"

@@ -22,7 +22,7 @@ IMAGEN_STANDARD = "imagen-4.0-generate-001"
 
 
 @pytest.fixture
-def live(fake_upstream, monkeypatch, pro_plan):
+def live(fake_upstream, monkeypatch, pro_plan, catalog_before_2026_10):
     """Point the seeded Google accounts at the fake and bring Imagen back (as before its shutdown)."""
     monkeypatch.setenv("IMAGEGATE_TEST_GEMINI_KEY", fake_upstream.api_key)
     monkeypatch.setenv("IMAGEGATE_TEST_VERTEX_SA", json.dumps(fake_upstream.service_account_info()))
@@ -53,7 +53,7 @@ def fetch_image(url: str) -> PILImage.Image:
     path = url.split("://", 1)[1].split("/", 1)[1]
     response = Client().get("/" + path)
     assert response.status_code == 200, response.content[:300]
-    data = b"".join(response.streaming_content)
+    data = b"".join(response.streaming_content)  # type: ignore[attr-defined]
     return PILImage.open(io.BytesIO(data))
 
 

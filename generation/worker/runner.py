@@ -29,6 +29,7 @@ from django.db import InterfaceError, OperationalError, connection, connections,
 from django.utils import timezone
 
 from generation.batches.services import batch_feed_all
+from generation.engine.catalog_sync import route_model_gone
 from generation.engine.health import HealthBook
 from generation.engine.router import ClientPool, Outcome, Router
 from generation.engine.upstream_limits import UpstreamLimiter
@@ -148,7 +149,9 @@ class JobRunner:
     async def _setup(self) -> None:
         self.clients = ClientPool()
         self.limiter = UpstreamLimiter()
-        self.router = Router(clients=self.clients, health=self.health, limiter=self.limiter)
+        self.router = Router(
+            clients=self.clients, health=self.health, limiter=self.limiter, on_model_gone=self._model_gone
+        )
 
     async def _teardown(self) -> None:
         await self.clients.aclose()
@@ -200,6 +203,12 @@ class JobRunner:
                 if time.monotonic() >= next_lease:
                     next_lease = time.monotonic() + lease_every
                     await self._renew_leases()
+
+    async def _model_gone(self, route, error) -> None:
+        """The router met a 404 "model not found": disable the route in the database and alert."""
+        await self.db(
+            route_model_gone, account_id=route.account_id, model_id=route.model_id, message=str(error)
+        )
 
     async def _renew_leases(self) -> None:
         ids = list(self.inflight)

@@ -222,7 +222,7 @@ def main() -> int:
             process.kill()
     fake.wait_idle()
 
-    ledger = Counter()
+    ledger: Counter[tuple] = Counter()
     for organization_id, tier in UsageRecord.objects.filter(livemode=True, amount__gt=0).values_list(
         "organization_id", "billed_tier"
     ):

@@ -29,14 +29,17 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 REPEATS = int(os.environ.get("BENCH_COMPRESSION_REPEATS", "7"))
 
 
@@ -98,13 +101,13 @@ def list_body() -> bytes:
     return json.dumps({"object": "list", "data": [job] * 100, "has_more": True}).encode()
 
 
-def cpu_ms(fn, *args) -> tuple[float, object]:
-    timings, result = [], None
+def cpu_ms(fn: Callable[..., T], *args) -> tuple[float, T]:
+    timings: list[float] = []
     for _ in range(REPEATS):
         start = time.process_time()
         result = fn(*args)
         timings.append((time.process_time() - start) * 1000)
-    return statistics.median(timings), result
+    return statistics.median(timings), result  # REPEATS >= 1: assigned
 
 
 def encode(body: bytes, level: int | None) -> bytes:
@@ -153,7 +156,7 @@ def main() -> None:
 
     photos = [photo_like_png(i) for i in range(4)]
     flats = [sandbox_png(i) for i in range(4)]
-    payloads = {
+    payloads: dict[str, bytes] = {
         "photo-1": openai_body(photos[:1]),
         "photo-4": openai_body(photos),
         "sandbox-1": openai_body(flats[:1]),

@@ -96,6 +96,9 @@ class ProviderResult:
     usage: dict = field(default_factory=dict)  # upstream token counts (Gemini usageMetadata, summed)
     upstream_cost: Decimal | None = None  # when the provider can price it from `usage`; else None
     upstream_calls: int = 1
+    # Google's service tier that served the calls (`x-gemini-service-tier`, else the one asked
+    # for); None when the upstream has no tiers (sandbox, Imagen). Mixed answers: the most common.
+    service_tier: str | None = None
 
 
 class UpstreamError(Exception):
@@ -141,6 +144,13 @@ class UpstreamNotFound(UpstreamError):
     """404: the model is unknown or retired on this account; other routes may work."""
 
     code = "upstream_not_found"
+
+
+class UpstreamModelNotFound(UpstreamNotFound):
+    """404 NOT_FOUND "models/… is not found": the model is retired (or was never served) on this
+    account. Not transient: the router disables the route at once, alerts, and fails over."""
+
+    code = "upstream_model_not_found"
 
 
 class UpstreamRateLimited(UpstreamError):

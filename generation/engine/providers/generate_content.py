@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import collections
 from dataclasses import dataclass
 
 import httpx
@@ -52,11 +53,31 @@ USAGE_KEYS = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", 
 SEED_MODULUS = 2**31  # Google's seed is an int32
 
 
+SERVICE_TIERS = ("standard", "flex", "priority")
+SERVICE_TIER_HEADER = "x-gemini-service-tier"
+
+
 @dataclass
 class _Outcome:
     image: ProviderImage | None = None  # delivered or filtered
     error: UpstreamError | None = None  # set when this call produced neither
     usage: dict | None = None
+    service_tier: str | None = None  # the tier that served this call
+
+
+def requested_service_tier(target: Target) -> str | None:
+    """The route's `service_tier` option when it is a non-default Google tier, else None."""
+    value = str(target.options.get("service_tier") or "").lower()
+    return value if value in ("flex", "priority") else None
+
+
+def served_service_tier(headers, requested: str | None) -> str:
+    """What served the call: Google's `x-gemini-service-tier` header (priority capacity runs out
+    → "standard"), else what we asked for."""
+    value = (headers.get(SERVICE_TIER_HEADER) or "").strip().lower() if headers is not None else ""
+    if value in SERVICE_TIERS:
+        return value
+    return requested or "standard"
 
 
 def build_body(target: Target, request: ProviderRequest, *, seed: int | None) -> dict:
@@ -80,6 +101,9 @@ def build_body(target: Target, request: ProviderRequest, *, seed: int | None) ->
         "contents": [{"role": "user", "parts": input_parts(request)}],
         "generationConfig": generation_config,
     }
+    service_tier = requested_service_tier(target)
+    if service_tier:
+        body["service_tier"] = service_tier  # standard is the default: not sent
     if request.safety_level:
         threshold = request.safety_level.upper()
         body["safetySettings"] = [{"category": c, "threshold": threshold} for c in SAFETY_CATEGORIES]
@@ -121,12 +145,14 @@ async def generate(client: httpx.AsyncClient, target: Target, request: ProviderR
     usage = _sum_usage([o.usage for o in outcomes if o.usage is not None])
     if not images:
         raise _most_informative(errors)
+    tiers = [o.service_tier for o in outcomes if o.image is not None and o.service_tier]
     return ProviderResult(
         images=images,
         missing=len(errors),
         error=errors[0] if errors else None,
         usage=usage,
         upstream_calls=len(outcomes),
+        service_tier=collections.Counter(tiers).most_common(1)[0][0] if tiers else None,
     )
 
 
@@ -134,12 +160,14 @@ async def _call(
     client: httpx.AsyncClient, target: Target, request: ProviderRequest, seed: int | None
 ) -> _Outcome:
     try:
-        payload = await google_http.post(
+        payload, headers = await google_http.post_with_headers(
             client, target, "generateContent", build_body(target, request, seed=seed)
         )
     except UpstreamError as exc:
         return _Outcome(error=exc)
-    return parse_response(payload, request)
+    outcome = parse_response(payload, request)
+    outcome.service_tier = served_service_tier(headers, requested_service_tier(target))
+    return outcome
 
 
 def parse_response(payload: dict, request: ProviderRequest) -> _Outcome:

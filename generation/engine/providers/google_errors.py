@@ -21,6 +21,7 @@ from generation.engine.providers.base import (
     UpstreamBadRequest,
     UpstreamConnectionError,
     UpstreamError,
+    UpstreamModelNotFound,
     UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
@@ -134,6 +135,18 @@ def _is_api_key_problem(error: GoogleError) -> bool:
     return error.message.startswith(("API key not valid", "API key expired"))
 
 
+# Google's wording for a model it does not serve (any more): "models/imagen-4.0-generate-001 is not
+# found for API version v1beta, or is not supported for predict." (Vertex: "Publisher Model
+# `projects/…/publishers/google/models/…` was not found or your project does not have access").
+_MODEL_NOT_FOUND = re.compile(r"(?i)\bmodels?/\S+.*\b(?:is|was) not found|publisher model .* not found")
+
+
+def _is_model_not_found(error: GoogleError | None) -> bool:
+    """A 404 about the model itself, as opposed to a wrong URL or a missing resource: only this
+    one means "retired" (a proxy's HTML 404 or a wrong base URL must not disable routes)."""
+    return error is not None and error.status == "NOT_FOUND" and bool(_MODEL_NOT_FOUND.search(error.message))
+
+
 def error_from_response(response: httpx.Response) -> UpstreamError:
     """The typed error for a non-2xx Google response (the body must already be read)."""
     status_code = response.status_code
@@ -169,7 +182,7 @@ def _error_class(status_code: int, error: GoogleError | None) -> type[UpstreamEr
     if status_code in (401, 403):
         return UpstreamAuthError
     if status_code == 404:
-        return UpstreamNotFound
+        return UpstreamModelNotFound if _is_model_not_found(error) else UpstreamNotFound
     if status_code == 408:
         return UpstreamTimeout
     if status_code == 429:

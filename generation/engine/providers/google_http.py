@@ -1,5 +1,6 @@
 """One HTTP exchange with a Google model endpoint, shared by the `:predict` and `:generateContent`
-providers: which URL family and auth header a Target selects, the deadline, and error mapping.
+providers and by catalog_sync's models.list: which URL family and auth header a Target selects,
+the deadline, and error mapping.
 
 Invariants: a call either returns the parsed JSON object of a 2xx answer or raises a typed
 `UpstreamError`; it never retries; `target.timeout_seconds` bounds the whole exchange.
@@ -44,6 +45,14 @@ async def endpoint(target: Target, method: str) -> tuple[str, dict[str, str]]:
 
 async def post(client: httpx.AsyncClient, target: Target, method: str, body: dict) -> dict:
     """POST `body` to the target's `method` endpoint; the decoded JSON object of a 2xx answer."""
+    payload, _ = await post_with_headers(client, target, method, body)
+    return payload
+
+
+async def post_with_headers(
+    client: httpx.AsyncClient, target: Target, method: str, body: dict
+) -> tuple[dict, httpx.Headers]:
+    """`post`, plus the response headers (`x-gemini-service-tier` says which tier served it)."""
     url, headers = await endpoint(target, method)
     timeout = target.timeout_seconds
     try:
@@ -59,6 +68,61 @@ async def post(client: httpx.AsyncClient, target: Target, method: str, body: dic
         raise UpstreamTimeout(f"Google {method} did not answer within {timeout:g}s") from None
     except httpx.HTTPError as exc:
         raise google_errors.error_from_exception(exc) from None
+    return _decoded(response, method), response.headers
+
+
+async def list_models(client: httpx.AsyncClient, target: Target, *, page_size: int = 100) -> list[dict]:
+    """Every model the target's account can see, following `nextPageToken`: Gemini API
+    `GET {base}/v1beta/models` (x-goog-api-key), Vertex `GET {base}/v1beta1/publishers/google/models`
+    (OAuth bearer, or the API key in express mode). Each entry as Google sends it (`name` is
+    "models/…" or "publishers/google/models/…")."""
+    url, headers = await _list_endpoint(target)
+    timeout = target.timeout_seconds
+    models: list[dict] = []
+    token: str | None = None
+    for _ in range(100):  # a bound: a server repeating a page token must not loop us forever
+        params: dict[str, str | int] = {"pageSize": page_size}
+        if token:
+            params["pageToken"] = token
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(f"Google models.list did not answer within {timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise google_errors.error_from_exception(exc) from None
+        payload = _decoded(response, "models.list")
+        page = payload.get("models") if "models" in payload else payload.get("publisherModels")
+        models += [m for m in page or [] if isinstance(m, dict)]
+        token = payload.get("nextPageToken") or None
+        if not token:
+            return models
+    raise UpstreamProtocolError("Google models.list kept returning page tokens (over 100 pages)")
+
+
+async def _list_endpoint(target: Target) -> tuple[str, dict[str, str]]:
+    credentials = target.credentials
+    base = target.base_url.rstrip("/")
+    if target.kind == "vertex_ai" and credentials.service_account_info:
+        token = await vertex_auth.access_token(credentials.service_account_info)
+        headers = {"authorization": f"Bearer {token}"}
+        project = credentials.project or credentials.service_account_info.get("project_id")
+        if project:
+            headers["x-goog-user-project"] = project
+        return f"{base}/v1beta1/publishers/google/models", headers
+    if not credentials.api_key:
+        raise UpstreamAuthError(f"{target.kind} target has no API key")
+    if target.kind == "vertex_ai":
+        return f"{base}/v1beta1/publishers/google/models", {"x-goog-api-key": credentials.api_key}
+    return f"{base}/v1beta/models", {"x-goog-api-key": credentials.api_key}
+
+
+def _decoded(response: httpx.Response, method: str) -> dict:
     if not response.is_success:
         raise google_errors.error_from_response(response)
     try:
