@@ -21,13 +21,8 @@ def assert_error(response, status: int, code: str, param=...):
 
 
 def test_a_body_over_the_limit_is_413_before_the_view_reads_it(alice, settings):
-<<<<<<< HEAD:tests/test_request_guard.py
     settings.REQUEST_BODY_MAX_BYTES = 2048
     settings.IMAGE_BODY_MAX_BYTES = 2048  # /v1/generations may carry input images: its own limit
-=======
-    # /v1/generations may carry base64 input images: its limit is IMAGE_BODY_MAX_BYTES.
-    settings.REQUEST_BODY_MAX_BYTES = settings.IMAGE_BODY_MAX_BYTES = 2048
->>>>>>> images:tenants/tests/test_request_guard.py
     body = json.dumps({"prompt": "x" * 4000})
     response = alice.client().post("/v1/generations", body, content_type="application/json")
     assert_error(response, 413, "request_too_large")
