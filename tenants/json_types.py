@@ -17,7 +17,11 @@ def _expected(field: serializers.Field) -> tuple[tuple[type, ...], str] | None:
         return (bool,), "a boolean"
     if isinstance(field, serializers.IntegerField):
         return (int,), "an integer"
-    if isinstance(field, serializers.FloatField | serializers.DecimalField):
+    if isinstance(field, serializers.DecimalField):
+        # A decimal is exact only as a string, and that is how the schema publishes it (DRF renders
+        # decimals as strings); a JSON number is accepted too.
+        return (int, float, str), "a number or a decimal string"
+    if isinstance(field, serializers.FloatField):
         return (int, float), "a number"
     if isinstance(field, serializers.CharField | serializers.ChoiceField):  # Regex, URL, Email, Choice...
         return (str,), "a string"
