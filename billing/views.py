@@ -212,7 +212,7 @@ class UsageQuerySerializer(serializers.Serializer):
             start = billing_period_start(timezone.now())
         if start is None and end is not None:
             start = end.replace(day=1)
-        assert start is not None
+        assert start is not None  # noqa: S101 - narrowing for the type checker: set just above
         if end is None:
             end = billing_period_end(start.replace(day=1)) - timedelta(days=1)
         if end < start:

@@ -452,7 +452,7 @@ BILLING_RECONCILE_DAYS = env_int("BILLING_RECONCILE_DAYS", 2, minimum=1)
 if STRIPE_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured(f"STRIPE_TIMEOUT_SECONDS must be > 0, got {STRIPE_TIMEOUT_SECONDS}")
 # One Stripe call lasts at most 2 x STRIPE_TIMEOUT_SECONDS (connect + read).
-if BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 * STRIPE_TIMEOUT_SECONDS >= int(str(Q_CLUSTER["timeout"])):
+if int(str(Q_CLUSTER["timeout"])) <= BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 * STRIPE_TIMEOUT_SECONDS:
     raise ImproperlyConfigured(
         "BILLING_OUTBOX_TIME_BUDGET_SECONDS + 2 x STRIPE_TIMEOUT_SECONDS must stay below the task timeout "
         f"({Q_CLUSTER['timeout']} s), or a worker could be killed in the middle of a send"

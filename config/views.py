@@ -29,7 +29,7 @@ class _DatabaseReadiness:
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-        except Exception:  # noqa: BLE001 - report, do not raise
+        except Exception:  # report, do not raise
             logger.exception("healthz: database check failed")
             now = time.monotonic()
             self.failing_since = self.failing_since or now
@@ -56,7 +56,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
             try:
                 client.ping()
                 checks["redis"] = "ok"
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("healthz: redis check failed")
                 checks["redis"] = "degraded"
     healthy = all(value == "ok" for value in checks.values())

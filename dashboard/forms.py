@@ -170,7 +170,7 @@ class PlaygroundForm(forms.Form):
     def __init__(self, *args, keys: list[ApiKey], **kwargs):
         super().__init__(*args, **kwargs)
         api_key = self.fields["api_key"]
-        assert isinstance(api_key, forms.ChoiceField)
+        assert isinstance(api_key, forms.ChoiceField)  # noqa: S101 - declared as one on this form
         api_key.choices = [(key.public_id, f"{key.name} ({key.masked})") for key in keys]
 
     def clean_prompt(self) -> str:

@@ -164,7 +164,7 @@ class FakeStripe:
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
+        assert self._server is not None, "start() the fake first"  # noqa: S101 - a test double
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
@@ -713,7 +713,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out as two writes; without TCP_NODELAY each answer waits on a delayed ACK.
     disable_nagle_algorithm = True
 
-    def log_message(self, format, *args):  # noqa: A002 - quiet: tests read `FakeStripe.requests`
+    def log_message(self, format, *args):  # quiet: tests read `FakeStripe.requests`
         pass
 
     def _serve(self) -> None:

@@ -429,7 +429,7 @@ class FakeUpstream:
         self.calls_by_path[path] += 1
         try:
             response = await self._handle(path, method, headers, query, raw_body, entry)
-        except Exception as exc:  # a fake that crashes silently would hide the caller's bug
+        except Exception as exc:  # noqa: BLE001 - a fake that crashes silently would hide the caller's bug
             response = google_error(500, "INTERNAL", f"fake upstream crashed: {type(exc).__name__}: {exc}")
         entry["status"] = response.status
         self.statuses[str(response.status)] += 1

@@ -328,7 +328,7 @@ def _incr_redis(client, key: str, window_start: int, window_seconds: int, amount
 
 _TABLE = RateLimitCounter._meta.db_table
 _UPSERT_SQL = (
-    f'INSERT INTO {_TABLE} ("key", window_start, count) VALUES (%s, %s, %s) '
+    f'INSERT INTO {_TABLE} ("key", window_start, count) VALUES (%s, %s, %s) '  # noqa: S608 - our table
     f'ON CONFLICT ("key", window_start) DO UPDATE SET count = {_TABLE}.count + EXCLUDED.count '
     "RETURNING count"
 )

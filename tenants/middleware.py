@@ -110,9 +110,12 @@ class RequestGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest):
-        if request.path_info.startswith("/admin/") and settings.ADMIN_ALLOWED_IPS:
-            if not client_in_networks(request, settings.ADMIN_ALLOWED_IPS):
-                raise Http404("Not here.")
+        if (
+            request.path_info.startswith("/admin/")
+            and settings.ADMIN_ALLOWED_IPS
+            and not client_in_networks(request, settings.ADMIN_ALLOWED_IPS)
+        ):
+            raise Http404("Not here.")
         error = _refusal(request)
         if error is not None:
             return error_response(request, error)

@@ -27,8 +27,18 @@ def test_gunicorn_access_log_has_no_query_strings_or_tokens(tmp_path):
     env.update({"IMAGEGATE_VAR_DIR": str(tmp_path), "DEBUG": "1", "WEB_CONCURRENCY": "1", "WEB_THREADS": "2"})
     log = tmp_path / "access.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "platform/gunicorn.conf.py"]
-        + ["--bind", f"127.0.0.1:{port}", "--access-logfile", str(log)],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--config",
+            "platform/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            str(log),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -55,7 +55,7 @@ def test_charlie_cannot_use_or_see_alices_file(alice, charlie, alices_file, meth
         payload = json.loads(json.dumps(body).replace("{id}", alices_file))
         response = client.post(url, payload, format="json")
     assert response.status_code in (400, 404), response.content
-    if body is None or "images" in str(body) and "mask" not in str(body):
+    if body is None or ("images" in str(body) and "mask" not in str(body)):
         assert (
             response.status_code == 404
             or "not_found" in response.content.decode()

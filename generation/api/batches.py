@@ -120,7 +120,7 @@ def batch_items_validate(*, organization: Organization, api_key: ApiKey, items: 
             batch_inputs_check(organization=organization, request=request)
         except (serializers.ValidationError, ImagegateError) as exc:
             error = as_imagegate_error(exc)
-            assert error is not None
+            assert error is not None  # noqa: S101 - both exception types always convert
             param = f"{where}.body.{error.param}" if error.param else f"{where}.body"
             raise InvalidRequest(f"{label} (custom_id {custom_id!r}): {error.message}", param=param) from None
         body = {key: value for key, value in serializer.validated_data.items() if value is not None}

@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -134,10 +135,8 @@ def batch_cancel(*, organization: Organization, public_id: str) -> Batch:
         raise Conflict(f"Batch {public_id} is already {batch.status}.")
     queued = Job.objects.filter(batch=batch, status=Job.Status.QUEUED).values_list("public_id", flat=True)
     for job_public_id in list(queued):
-        try:
+        with contextlib.suppress(JobNotCancelable):  # it finished meanwhile
             job_cancel(organization=organization, public_id=job_public_id)
-        except JobNotCancelable:
-            pass  # it finished meanwhile
     batch_complete_if_done(batch_pk=batch.pk)
     batch.refresh_from_db()
     return batch
@@ -288,7 +287,7 @@ def _item_finished(job_public_id: str, batch_pk: int) -> None:
     try:
         if not batch_feed(batch_pk=batch_pk):
             batch_complete_if_done(batch_pk=batch_pk)
-    except Exception:  # noqa: BLE001 - the job is finished; the runner's feeder pass re-drives
+    except Exception:  # the job is finished; the runner's feeder pass re-drives
         logger.exception("job %s: batch hook failed", job_public_id)
 
 
@@ -305,7 +304,7 @@ def batch_feed_all() -> int:
         try:
             fed += batch_feed(batch_pk=pk)
             batch_complete_if_done(batch_pk=pk)
-        except Exception:  # noqa: BLE001 - one broken batch must not stall the others
+        except Exception:  # one broken batch must not stall the others
             logger.exception("batch %s: feeding failed", pk)
     return fed
 

@@ -387,7 +387,7 @@ def route_plan(
             raise UnknownModel(f"Unknown model '{model_id}'. Known: {', '.join(known)}.", param="model")
         if all(r.is_retired(today) for r in routes) and (routes or info):
             retired = routes[0] if routes else info
-            assert retired is not None  # the condition above
+            assert retired is not None  # noqa: S101 - the condition above guarantees it
             successor = retired.successor_model_id
             if not (auto_migrate_models and successor):
                 raise ModelRetired(

@@ -84,7 +84,7 @@ def shutdown_notices_send(*, today: date | None = None) -> int:
     ).exclude(lifecycle=UpstreamModel.Lifecycle.RETIRED)
     since = timezone.now() - timedelta(days=PINNED_LOOKBACK_DAYS)
     for model in upcoming.select_related("successor"):
-        assert model.shutdown_date is not None  # the filter above
+        assert model.shutdown_date is not None  # noqa: S101 - the filter above guarantees it
         days_left = (model.shutdown_date - today).days
         threshold = _threshold(days_left)
         if threshold is None:

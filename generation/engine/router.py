@@ -147,7 +147,7 @@ class Router:
         if self.on_model_gone is not None:
             try:
                 await self.on_model_gone(route, error)
-            except Exception:  # noqa: BLE001 - failing over matters more than recording it
+            except Exception:  # failing over matters more than recording it
                 logger.exception("route %s: could not record the retired model", route.label)
 
     async def execute(

@@ -11,6 +11,7 @@ workers would not bring the database back); a wedged or dead runner does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -45,10 +46,8 @@ def heartbeat_write(owner: str, data: dict) -> None:
 
 
 def heartbeat_remove(owner: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         _heartbeat_path(owner).unlink()
-    except OSError:
-        pass
 
 
 def heartbeats() -> list[dict]:

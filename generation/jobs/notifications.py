@@ -52,7 +52,7 @@ def job_finished_publish(public_id: str, document: dict | None = None) -> None:
     payload = public_id.encode() + b" " + (orjson.dumps(document) if document is not None else b"null")
     try:
         client.publish(_channel(), payload)
-    except Exception:  # noqa: BLE001 - waiters fall back to polling; never fail the job over this
+    except Exception:  # waiters fall back to polling; never fail the job over this
         logger.warning("could not publish completion of %s", public_id, exc_info=True)
 
 
@@ -162,7 +162,7 @@ class _Waiters:
                 for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._deliver(message["data"])
-            except Exception:  # noqa: BLE001 - reconnect; waiters poll meanwhile
+            except Exception:  # reconnect; waiters poll meanwhile
                 logger.warning("job notification listener lost Redis; reconnecting", exc_info=True)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -43,7 +43,7 @@ class ImageServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):  # http.server's naming
                 server.hits.append(self.path)
                 status, headers, body = server.routes.get(self.path, (404, {}, b"missing"))
                 self.send_response(status)

@@ -54,22 +54,22 @@ def wait_batch(client, batch_id, timeout=90.0, on_poll=None):
     "payload, param, words",
     [
         (
-            {"requests": items(3) + [{"custom_id": "bad", "body": {"prompt": "x", "count": 9}}]},
+            {"requests": [*items(3), {"custom_id": "bad", "body": {"prompt": "x", "count": 9}}]},
             "requests[3].body.count",
             "line 4",
         ),
         (
-            {"requests": items(2) + [{"custom_id": "m", "body": {"prompt": "x", "model": "dall-e-3"}}]},
+            {"requests": [*items(2), {"custom_id": "m", "body": {"prompt": "x", "model": "dall-e-3"}}]},
             "requests[2].body.model",
             "'m'",
         ),
         (
-            {"requests": items(2) + [{"custom_id": "u", "body": {"prompt": "x", "quality": "hd"}}]},
+            {"requests": [*items(2), {"custom_id": "u", "body": {"prompt": "x", "quality": "hd"}}]},
             "requests[2].body.quality",
             "line 3",
         ),
         (
-            {"requests": items(2) + [{"custom_id": "item-0", "body": {"prompt": "x"}}]},
+            {"requests": [*items(2), {"custom_id": "item-0", "body": {"prompt": "x"}}]},
             "requests[2].custom_id",
             "duplicate",
         ),

@@ -71,9 +71,10 @@ def test_acquire_waits_its_turn_then_gives_up_at_the_deadline(backend):
             await limiter.release(held)
 
         started = time.monotonic()
-        asyncio.ensure_future(release_soon())
+        releaser = asyncio.ensure_future(release_soon())
         await limiter.acquire(r, 1, deadline=time.monotonic() + 2)
         assert 0.05 < time.monotonic() - started < 1.5
+        await releaser
         with pytest.raises(LimitWaitExceeded):
             await limiter.acquire(r, 1, deadline=time.monotonic() + 0.2)
         await limiter.close()

@@ -21,6 +21,7 @@ it holds (bounded); anything cut short is re-run by another worker once its leas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -91,7 +92,7 @@ def _flush_route_stats(pending: dict[int, list[int]]) -> None:
     minute = timezone.now().replace(second=0, microsecond=0)
     table = RouteStatsMinute._meta.db_table
     sql = (
-        f"INSERT INTO {table} (route_id, minute, calls, errors, images, latency_ms_sum) "
+        f"INSERT INTO {table} (route_id, minute, calls, errors, images, latency_ms_sum) "  # noqa: S608 - our table
         "VALUES (%s, %s, %s, %s, %s, %s) "
         f"ON CONFLICT (route_id, minute) DO UPDATE SET calls = {table}.calls + excluded.calls, "
         f"errors = {table}.errors + excluded.errors, images = {table}.images + excluded.images, "
@@ -152,10 +153,8 @@ class JobRunner:
         barrier = threading.Barrier(size, timeout=5)
 
         def close() -> None:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait()
-            except threading.BrokenBarrierError:
-                pass
             connections.close_all()
 
         for future in [self._db_pool.submit(close) for _ in range(size)]:
@@ -253,10 +252,8 @@ class JobRunner:
     async def _claim_loop(self) -> None:
         """Claim due jobs up to the free capacity, on every doorbell and at least every poll."""
         while self.accepting:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=settings.GENERATION_RUNNER_POLL_SECONDS)
-            except TimeoutError:
-                pass
             self._wake.clear()
             while self.accepting:
                 free = settings.GENERATION_RUNNER_MAX_JOBS - len(self.inflight)
@@ -265,7 +262,7 @@ class JobRunner:
                 limit = min(free, CLAIM_BATCH)
                 try:
                     claimed = await self.lease_db(job_claim_due, owner=self.owner, limit=limit)
-                except Exception:  # noqa: BLE001 - the database is down: try again next poll
+                except Exception:  # the database is down: try again next poll
                     logger.warning("runner: claiming due jobs failed", exc_info=True)
                     break
                 if claimed:
@@ -308,10 +305,8 @@ class JobRunner:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # the connection is already gone
                     await client.aclose()
-                except Exception:  # noqa: BLE001,S110 - the connection is already gone
-                    pass
 
     def _cancel_local(self, public_id: str) -> None:
         task = self.inflight.get(public_id)
@@ -356,7 +351,7 @@ class JobRunner:
                 if now >= next_feed:  # batches: top up, and re-drive any whose feeder died
                     next_feed = now + settings.BATCH_FEED_INTERVAL_SECONDS
                     await self.db(batch_feed_all)
-            except Exception:  # noqa: BLE001 - housekeeping must never stop the runner
+            except Exception:  # housekeeping must never stop the runner
                 logger.exception("runner housekeeping failed")
         self.accepting = False
         if self.inflight:
@@ -451,7 +446,7 @@ class JobRunner:
             if outcome.images:
                 await self.db(job_complete, job=job, owner=self.owner, outcome=outcome)
             await self.db(job_cancel_settle, job=job, owner=self.owner)
-        except Exception:  # noqa: BLE001 - the reaper settles it once the lease expires
+        except Exception:  # the reaper settles it once the lease expires
             logger.exception("job %s: settling after cancel failed", job.public_id)
 
 

@@ -62,7 +62,7 @@ def enqueue_run_job(*, public_id: str) -> None:
             save=False,
             broker=_broker(),
         )
-    except Exception:  # noqa: BLE001 - the runners' poll claims the job anyway
+    except Exception:  # the runners' poll claims the job anyway
         logger.warning("doorbell for %s not rung; the runners' poll will claim it", public_id, exc_info=True)
 
 
@@ -130,7 +130,7 @@ def _send_in_thread(public_id: str) -> None:
     close_old_connections()
     try:
         webhook_delivery_send(public_id=public_id)
-    except Exception:  # noqa: BLE001 - the row stays pending; the scheduled re-drive retries it
+    except Exception:  # the row stays pending; the scheduled re-drive retries it
         logger.exception("webhook %s: send failed", public_id)
     finally:
         with _queued_lock:

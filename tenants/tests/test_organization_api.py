@@ -113,7 +113,7 @@ def test_revoked_key_is_401(alice):
 
 
 def test_expired_key_is_401(alice):
-    key, raw = services.api_key_create(
+    _key, raw = services.api_key_create(
         organization=alice.organization,
         name="short-lived",
         mode="test",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.run import (  # noqa: E402
+from tests.bench.run import (
     ROOT,
     Stack,
     open_loop,

@@ -117,7 +117,7 @@ def encode(body: bytes, level: int | None) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     payloads: dict[str, bytes] = {}
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):  # http.server's naming
         name, _, level = self.path.strip("/").partition("/")
         body = self.payloads[name]
         compressed = level != "identity"

@@ -482,7 +482,7 @@ class ServiceCpu:
                     cpu = cpu_seconds([pid])
                     if cpu:
                         self.backend_cpu[pid] = cpu
-            except Exception:  # noqa: BLE001 - a sample lost is a sample lost
+            except Exception:  # noqa: BLE001, S112 - a sample lost is a sample lost
                 continue
 
     def snapshot(self) -> dict[str, float]:
@@ -654,7 +654,7 @@ def upstream_load(port: int, clients: int, seconds: float) -> tuple[list, float]
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
                 try:
-                    status, payload = await conn.post(UPSTREAM["path"], body, headers)
+                    status, _payload = await conn.post(UPSTREAM["path"], body, headers)
                     results.append((time.perf_counter() - started, status == 200, status))
                 except (OSError, asyncio.IncompleteReadError) as exc:
                     results.append((time.perf_counter() - started, False, type(exc).__name__))

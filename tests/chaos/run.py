@@ -17,6 +17,7 @@ recorded image whose file is gone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round((len(values) - 1) * p)))]
+    return values[min(len(values) - 1, round((len(values) - 1) * p))]
 
 
 class Load:
@@ -226,10 +227,8 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # --- scenarios -------------------------------------------------------------------------------

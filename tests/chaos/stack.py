@@ -133,7 +133,7 @@ class ChaosStack:
         if os.geteuid() == 0:
             self.pgdata.mkdir(mode=0o700)
             shutil.chown(self.pgdata, "postgres", "postgres")
-            os.chmod(self.workdir, 0o777)
+            os.chmod(self.workdir, 0o777)  # noqa: S103 - a throwaway dir the postgres user must enter
         subprocess.run(
             _as_pg_user(
                 [_pg_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"]

@@ -303,13 +303,13 @@ def generate_content_native_request(body) -> dict:
     _refuse_unknown(config, GENERATION_CONFIG_FIELDS | GENERATION_CONFIG_NO_EFFECT, "generationConfig.")
     # Google's default for image models is TEXT and IMAGE; we answer the image part only.
     modalities = config.get("responseModalities")
-    if modalities is not None:
-        if not isinstance(modalities, list) or "IMAGE" not in [str(m).upper() for m in modalities]:
-            raise InvalidRequest(
-                "generationConfig.responseModalities must include IMAGE: "
-                "this endpoint serves image output only.",
-                param="generationConfig.responseModalities",
-            )
+    if modalities is not None and (
+        not isinstance(modalities, list) or "IMAGE" not in [str(m).upper() for m in modalities]
+    ):
+        raise InvalidRequest(
+            "generationConfig.responseModalities must include IMAGE: this endpoint serves image output only.",
+            param="generationConfig.responseModalities",
+        )
     if config.get("candidateCount") not in (None, 1):
         raise InvalidRequest(
             "Multiple candidates is not enabled for this model; send one request per image.",

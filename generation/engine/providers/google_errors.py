@@ -7,6 +7,7 @@ pure (no I/O), never raises on a malformed body, and never puts credentials into
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -197,10 +198,8 @@ def _error_class(status_code: int, error: GoogleError | None) -> type[UpstreamEr
 def error_from_exception(exc: httpx.HTTPError) -> UpstreamError:
     """The typed error for an httpx failure before a complete response arrived."""
     where = ""
-    try:
+    with contextlib.suppress(RuntimeError):  # the exception was raised without a request attached
         where = f" to {exc.request.url.host}:{exc.request.url.port or ''}".rstrip(":")
-    except RuntimeError:  # the exception was raised without a request attached
-        pass
     detail = scrub(str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"Google request{where} timed out ({type(exc).__name__}): {detail}")

@@ -38,7 +38,7 @@ class Command(BaseCommand):
             raise CommandError(f"User {email} exists; refusing to change their password.")
         try:
             organization = services.organization_create(name=options["name"], owner=owner, plan=plan)
-            api_key, raw = services.api_key_create(
+            _api_key, raw = services.api_key_create(
                 organization=organization,
                 name=options["key_name"],
                 mode=options["key_mode"],
