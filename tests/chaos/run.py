@@ -1,4 +1,4 @@
-"""`make chaos`: fault injection on the production profile (see NOTES-reliability.md).
+"""`make chaos`: fault injection on the production profile (README "Reliability", docs/reliability.md).
 
     python -m tests.chaos.run                    # every scenario, full load
     python -m tests.chaos.run --short            # CI: fewer jobs per scenario
