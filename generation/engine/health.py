@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -84,8 +85,12 @@ class RouteState:
 
 
 class HealthBook:
-    def __init__(self, *, cooldown_start: float = COOLDOWN_START) -> None:
+    def __init__(
+        self, *, cooldown_start: float = COOLDOWN_START, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`clock` is monotonic seconds; tests pass their own to move time without sleeping."""
         self.cooldown_start = cooldown_start
+        self._clock = clock
         self._lock = threading.Lock()
         self._states: dict[int, RouteState] = {}
         self._remote: set[int] = set()  # routes another process has open (see share())
@@ -117,7 +122,7 @@ class HealthBook:
     def available(self, route_id: int, *, tenant: str = "") -> bool:
         """May a call (of `tenant`) go to this route now? (Closed, or half-open with no probe in
         flight; and not closed to this tenant alone.)"""
-        now = time.monotonic()
+        now = self._clock()
         state = self.state(route_id)
         with self._lock:
             if tenant and state.tenant_blocked.get(tenant, 0.0) > now:
@@ -130,7 +135,7 @@ class HealthBook:
         """Fastest healthy first. Healthy (closed-circuit) routes are ranked by latency EWMA in
         steps of 25%, so routes about as fast as each other keep the operator's `position` order;
         a route without measurements is assumed as fast as the best measured one (position decides)."""
-        now = time.monotonic()
+        now = self._clock()
         measured = [ewma for r in routes if (ewma := self.state(r.id).ewma_ms) is not None]
         assumed = min(measured) if measured else 1.0
 
@@ -143,7 +148,7 @@ class HealthBook:
         return sorted(routes, key=key)
 
     def started(self, route_id: int) -> None:
-        now = time.monotonic()
+        now = self._clock()
         state = self.state(route_id)
         with self._lock:
             state.in_flight += 1
@@ -167,7 +172,7 @@ class HealthBook:
         error: str = "",
         tenant: str = "",
     ) -> None:
-        now = time.monotonic()
+        now = self._clock()
         state = self.state(route_id)
         opened_for = 0.0
         with self._lock:
@@ -234,7 +239,7 @@ class HealthBook:
                 self._remote.discard(route_id)
 
     def snapshot(self) -> dict[int, dict]:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             return {
                 route_id: {

@@ -1,6 +1,8 @@
+import datetime
 from typing import Any
 
 import pytest
+import time_machine
 
 from generation.engine.catalog import catalog_invalidate, route_plan
 from generation.engine.credentials import account_credentials
@@ -116,7 +118,12 @@ def test_unknown_model_is_400(pro_plan):
     assert "gemini-3.1-flash-image" in excinfo.value.message
 
 
-def test_pinned_retired_model_fails_clearly_or_migrates_when_opted_in(pro_plan):
+@time_machine.travel(datetime.datetime(2026, 8, 17, 0, 1, tzinfo=datetime.UTC), tick=False)
+def test_pinned_retired_model_fails_clearly_or_migrates_when_opted_in(google_configured):
+    """On its shutdown day (frozen clock: not the wall clock's say), and the day before served."""
+    with time_machine.travel(datetime.datetime(2026, 8, 16, 23, 59, tzinfo=datetime.UTC), tick=False):
+        served = plan(model="imagen-4.0-fast-generate-001")
+        assert served.model_id == "imagen-4.0-fast-generate-001" and served.notice == ""
     with pytest.raises(ModelRetired) as excinfo:
         plan(model="imagen-4.0-fast-generate-001")
     assert excinfo.value.code == "model_retired"

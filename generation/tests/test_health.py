@@ -8,15 +8,31 @@ def route(route_id, position=0):
     return SimpleNamespace(id=route_id, position=position)
 
 
+class Clock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_circuit_opens_after_consecutive_failures_then_probes_and_closes(db):
-    book = HealthBook(cooldown_start=0.2)
+    clock = Clock()
+    book = HealthBook(cooldown_start=0.2, clock=clock)
     for _ in range(3):
         assert book.available(1)
         book.started(1)
         book.finished(1, ok=False, latency_ms=10)
     assert not book.available(1)
     assert book.snapshot()[1]["circuit"] == "open"
-    time.sleep(0.25)
+    clock.advance(0.19)
+    assert not book.available(1)  # still cooling down
+    clock.advance(0.02)
     assert book.available(1)  # half-open: one probe may go
     book.started(1)
     assert not book.available(1)  # only one probe at a time
@@ -26,16 +42,19 @@ def test_circuit_opens_after_consecutive_failures_then_probes_and_closes(db):
 
 
 def test_failed_probe_reopens_with_a_longer_cooldown(db):
-    book = HealthBook(cooldown_start=0.1)
+    clock = Clock()
+    book = HealthBook(cooldown_start=0.1, clock=clock)
     for _ in range(3):
         book.finished(2, ok=False, latency_ms=5)
-    time.sleep(0.15)
+    clock.advance(0.15)
     assert book.available(2)
     book.started(2)
     book.finished(2, ok=False, latency_ms=5)
     assert book.state(2).cooldown == 0.2
-    time.sleep(0.12)
-    assert not book.available(2)
+    clock.advance(0.12)
+    assert not book.available(2)  # the longer cooldown is not over
+    clock.advance(0.09)
+    assert book.available(2)
 
 
 def test_order_prefers_healthy_then_fastest_then_position(db):
@@ -57,10 +76,11 @@ def test_order_prefers_healthy_then_fastest_then_position(db):
 
 
 def test_an_abandoned_probe_frees_the_probe_slot(db):
-    book = HealthBook(cooldown_start=0.05)
+    clock = Clock()
+    book = HealthBook(cooldown_start=0.05, clock=clock)
     for _ in range(3):
         book.finished(4, ok=False, latency_ms=5)
-    time.sleep(0.06)
+    clock.advance(0.06)
     book.started(4)
     assert not book.available(4)
     book.abandoned(4)  # the job was canceled mid-call
