@@ -2,6 +2,7 @@
 upstream on 127.0.0.1 → stored images → usage ledger → the waiting request."""
 
 import json
+import time
 
 import pytest
 from django.test import Client
@@ -12,7 +13,7 @@ from generation.engine.catalog import catalog_invalidate
 from generation.engine.dimensions import GEMINI_FLASH_DIMENSIONS, IMAGEN_DIMENSIONS
 from generation.models import Job, ProviderAccount, Route, UpstreamModel
 from generation.worker.runner import get_runner
-from tenants.models import QuotaPeriod
+from tenants.models import Organization, QuotaPeriod
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -229,9 +230,16 @@ def test_cancel_a_running_job_bills_nothing(alice, live):
     canceled = alice.client().post(f"/v1/generations/{created['id']}/cancel").json()
     assert canceled["status"] == "canceled"
     final = alice.client().get(f"/v1/generations/{created['id']}?wait=5").json()
-    import time
-
-    time.sleep(2)  # let the in-flight upstream call come back and be discarded
+    # Wait for what is observable, not for a while: the worker aborts the upstream call, then gives
+    # the concurrency slot and the quota reservation back.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (
+        Organization.objects.get(pk=alice.organization.pk).jobs_in_flight
+        or QuotaPeriod.objects.get(organization=alice.organization).images_reserved
+    ):
+        time.sleep(0.05)
+    assert live.model_requests(), "the upstream call was made before the cancel"
+    assert Organization.objects.get(pk=alice.organization.pk).jobs_in_flight == 0
     assert Job.objects.get(public_id=created["id"]).status == "canceled"
     assert final["images"] == []
     assert not UsageRecord.objects.exists()
