@@ -50,3 +50,21 @@ class InputMissing(ImagegateError):
     type = "invalid_request_error"
     code = "input_missing"
     default_message = "An input image of this generation no longer exists."
+
+
+class InvalidSignature(ImagegateError):
+    status_code = 403
+    type = "permission_error"
+    code = "invalid_signature"
+    default_message = "This image URL is invalid or has expired. Fetch the generation again."
+
+
+class GenerationFailed(ImagegateError):
+    """A job the client waited for (`?wait=`) failed: its own error code, an HTTP status that says
+    whose fault it was, and the job's document under `generation` beside the error."""
+
+    def __init__(self, *, code: str, message: str, status_code: int, generation: dict, headers: dict):
+        self.status_code = status_code
+        self.type = "invalid_request_error" if status_code == 400 else "api_error"
+        self.code = code
+        super().__init__(message, headers=headers, extra={"generation": generation})

@@ -150,7 +150,7 @@ def as_imagegate_error(exc: Exception) -> errors.ImagegateError | None:
 
 
 def render_native_error(error: errors.ImagegateError) -> Response:
-    response = Response({"error": error.as_dict()}, status=error.status_code)
+    response = Response({"error": error.as_dict(), **error.extra}, status=error.status_code)
     if error.retry_after is not None:
         response["Retry-After"] = str(error.retry_after)
     if error.status_code == 401:

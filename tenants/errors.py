@@ -21,8 +21,10 @@ class ImagegateError(Exception):
         param: str | None = None,
         retry_after: int | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict | None = None,
     ):
         self.message = message or self.default_message
+        self.extra = dict(extra or {})  # more top-level members of the error body (never "error")
         self.param = param
         self.retry_after = retry_after
         self.headers = dict(headers or {})

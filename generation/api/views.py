@@ -21,6 +21,7 @@ from generation.api.serializers import (
 )
 from generation.api.waiting import idempotency_key_of, job_document_of, job_submit_document, job_wait_document
 from generation.engine.storage import image_open, image_url_expiry
+from generation.errors import GenerationFailed, InvalidSignature
 from generation.jobs.selectors import job_get, job_list, models_for_organization
 from generation.jobs.services import job_cancel, request_with_inputs
 from generation.models import Image, Job
@@ -60,15 +61,16 @@ def job_response(document: dict, *, waited: bool) -> Response:
     if waited and status == Job.Status.FAILED:
         error = document["error"] or {"code": "upstream_unavailable", "message": ""}
         http_status = _FAILED_STATUS.get(error["code"], 503)
-        body = {
-            "type": "invalid_request_error" if http_status == 400 else "api_error",
-            "code": error["code"],
-            "message": error["message"],
-            "param": None,
-        }
         if http_status == 503:  # retryable: say when (a new job, not this one, is what to retry)
             headers["Retry-After"] = str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)
-        return Response({"error": body, "generation": data}, status=http_status, headers=headers)
+        # Rendered by the one exception handler, like every other error.
+        raise GenerationFailed(
+            code=error["code"],
+            message=error["message"],
+            status_code=http_status,
+            generation=data,
+            headers=headers,
+        )
     return Response(data, status=200 if status in Job.TERMINAL else 202, headers=headers)
 
 
@@ -187,18 +189,9 @@ class ImageFileView(View):
             signature=request.GET.get("signature"),
             now=now,
         )
-        if expires_at is None:
-            return JsonResponse(
-                {
-                    "error": {
-                        "type": "permission_error",
-                        "code": "invalid_signature",
-                        "message": "This image URL is invalid or has expired. Fetch the generation again.",
-                        "param": None,
-                    }
-                },
-                status=403,
-            )
+        if expires_at is None:  # a plain Django view (no API key): the handler's JSON shape by hand
+            error = InvalidSignature()
+            return JsonResponse({"error": error.as_dict()}, status=error.status_code)
         image = (
             Image.objects.filter(public_id=public_id, filtered=False)
             .only("storage_path", "mime_type")
