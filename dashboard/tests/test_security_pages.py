@@ -44,8 +44,10 @@ def test_odd_batch_page_cursors_are_ignored(web, alice, cursor):
     assert web(alice).get(f"/batches/{batch.public_id}/?cursor={cursor}").status_code == 200
 
 
-def test_healthz_names_no_exception(monkeypatch):
+def test_healthz_names_no_exception(monkeypatch, settings):
     from django.db import connection
+
+    settings.READINESS_GRACE_SECONDS = 0  # report the first failure (the grace has its own tests)
 
     def broken(*args, **kwargs):
         raise ConnectionRefusedError("db.internal:5432 refused")
@@ -55,6 +57,41 @@ def test_healthz_names_no_exception(monkeypatch):
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "error"
     assert b"Refused" not in response.content and b"db.internal" not in response.content
+
+
+def test_readiness_fails_only_after_the_grace_then_recovers(monkeypatch, settings):
+    """A blip does not pull every web pod at once: 200 (reporting the error) until the database has
+    failed for READINESS_GRACE_SECONDS, 503 after, 200 again at the first success."""
+    from types import SimpleNamespace
+
+    from django.db import connection
+
+    from config import views
+
+    settings.READINESS_GRACE_SECONDS = 10
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(views, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(views, "_database", views._DatabaseReadiness())
+    real_cursor = connection.cursor
+    database = SimpleNamespace(down=True)
+
+    def cursor(*args, **kwargs):
+        if database.down:
+            raise ConnectionRefusedError("db.internal:5432 refused")
+        return real_cursor(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "cursor", cursor)
+    first = Client().get("/healthz")
+    assert first.status_code == 200 and first.json()["checks"]["database"] == "error"
+    clock.now += 9.9
+    assert Client().get("/healthz").status_code == 200
+    clock.now += 0.2
+    assert Client().get("/healthz").status_code == 503
+    database.down = False
+    recovered = Client().get("/healthz")
+    assert recovered.status_code == 200 and recovered.json()["checks"]["database"] == "ok"
+    database.down = True
+    assert Client().get("/healthz").status_code == 200  # the grace starts again
 
 
 @pytest.mark.parametrize(
