@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Local development defaults; production sets its own environment (see README).
 export DEBUG ?= 1
 
-.PHONY: install run test lint format bench migrate wheel-check fuzz chaos chaos-short
+.PHONY: install run test lint format bench bench-anchor migrate wheel-check fuzz chaos chaos-short
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/batch_fairness.py
 	$(BIN)/python tests/bench/billing_outbox.py $(BILLING_BENCH_ARGS)
 	$(BIN)/python tests/bench/edits.py
+
+# `make bench`'s run.py plus the LiteLLM proxy on the same fake upstream, in the same run, and the
+# ratios (docs/performance.md). LiteLLM lives in its own venv (var/anchor-venv), never in .venv.
+ANCHOR_STAMP := var/anchor-venv/.anchor-installed
+$(ANCHOR_STAMP): | $(STAMP)
+	$(BIN)/python tests/bench/anchor.py install
+
+bench-anchor: $(STAMP) $(ANCHOR_STAMP)
+	$(BIN)/python tests/bench/run.py --anchor $(BENCH_ARGS)
 
 # The wheel ships the product only: no fake servers, no tests.
 wheel-check: $(STAMP)

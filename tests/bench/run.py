@@ -676,7 +676,14 @@ def main() -> None:
     parser.add_argument("--throughput-seconds", type=float, default=40)
     parser.add_argument("--n4-requests", type=int, default=20, help="n=4 requests at 1 client (0: skip)")
     parser.add_argument("--py-spy", action="store_true", help="record web and worker with py-spy under load")
+    parser.add_argument("--anchor", action="store_true", help="LiteLLM beside us (anchor.py)")
     args = parse_stack_arguments(parser)
+    if args.anchor:  # `make bench-anchor`: LiteLLM in its own venv (tests/bench/anchor.py)
+        sys.path.insert(0, str(ROOT))
+        from tests.bench import anchor
+
+        if not anchor.installed():
+            raise SystemExit("no LiteLLM venv: `python tests/bench/anchor.py install` (or make bench-anchor)")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
 
     workdir = ROOT / "var" / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -743,6 +750,8 @@ def main() -> None:
             print(f"  {name:6} load     : {phase}", flush=True)
         time.sleep(2)
         counts = job_counts(stack)
+        if args.anchor:  # LiteLLM after ours, same fake (never idling beside ours)
+            result["litellm"] = anchor.measure(stack, args, result)
     finally:
         if sampler:
             sampler.stop_flag.set()
@@ -759,6 +768,8 @@ def main() -> None:
     }
     (workdir / "result.json").write_text(json.dumps(result, indent=2))
     print("\n" + "\n".join(report_lines(result, args)))
+    if args.anchor:
+        print("\n" + "\n".join(anchor.report_lines(result, args)))
 
 
 class PySpy:
