@@ -378,7 +378,8 @@ def measure(stack: Stack, args, result: dict) -> dict:
     workdir = stack.workdir
     baseline_ms = result["upstream_only"]["one_client_p50_ms"]
     proxy = Proxy(stack, workdir)
-    out: dict = {"versions": versions(), "checks": verified_start(proxy)}
+    out: dict = {"versions": versions(), "load_average_at_start": os.getloadavg()}
+    out["checks"] = verified_start(proxy)
     print(f"  litellm checks : {out['checks']}", flush=True)
     meter, sampler = ProxyMeter(proxy), None
     try:
@@ -410,6 +411,7 @@ def measure(stack: Stack, args, result: dict) -> dict:
         if sampler:
             sampler.stop_flag.set()
         proxy.down()
+    out["load_average_at_end"] = os.getloadavg()
     return out
 
 
@@ -476,6 +478,11 @@ def report_lines(result: dict, args) -> list[str]:
         f"  upstream alone: {up['images_per_s']} images/s at {args.clients} clients;"
         f" LiteLLM held ~{in_flight} upstream calls in flight (images/s x upstream seconds);"
         f" LiteLLM idle CPU {lit['idle_cpu_ms_per_s']} ms/s; startup {lit['startup_seconds']} s"
+    )
+    start, end = lit["load_average_at_start"], lit["load_average_at_end"]
+    lines.append(
+        f"  load average (1/5/15 min) when LiteLLM's phases began {'/'.join(f'{x:.1f}' for x in start)},"
+        f" when they ended {'/'.join(f'{x:.1f}' for x in end)}"
     )
     if "one_client_n4" in lit:
         n4 = lit["one_client_n4"]
