@@ -36,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -185,6 +186,7 @@ class Proxy(Stack):
                 if not k.startswith(("DATABASE_URL", "REDIS_", "VIRTUAL_ENV"))
             },
             **OFFLINE_ENV,
+            "LITELLM_LOG": "WARNING",  # like ours (LOG_LEVEL=WARNING): no INFO lines per request
             "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
         }
         self._write_config()
@@ -294,6 +296,37 @@ class ProxyMeter(Meter):
         }
 
 
+class UpstreamConnections(threading.Thread):
+    """How many connections LiteLLM's processes hold open to the fake, once a second (`ss`): with
+    HTTP/1.1 each upstream call in flight needs its own, so the peak is its upstream concurrency."""
+
+    def __init__(self, proxy: Proxy):
+        super().__init__(daemon=True)
+        self.proxy, self.stop_flag = proxy, threading.Event()
+        self.counts: list[int] = []
+        self.peak_by_process: dict[int, int] = {}
+
+    def run(self) -> None:
+        ss = shutil.which("ss")
+        while ss and not self.stop_flag.wait(1.0):
+            pids = set(self.proxy.ours())
+            argv = [ss, "-Htnp", "state", "established", f"dport = :{self.proxy.fake_port}"]
+            out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+            owners = [int(pid) for pid in re.findall(r"pid=(\d+),", out)]
+            per_process = {pid: owners.count(pid) for pid in pids if pid in owners}
+            self.counts.append(sum(per_process.values()))
+            for pid, n in per_process.items():
+                self.peak_by_process[pid] = max(n, self.peak_by_process.get(pid, 0))
+
+    def summary(self) -> dict:
+        self.stop_flag.set()
+        self.join(3)
+        counts = sorted(self.counts)
+        if not counts:
+            return {}
+        return {"max": counts[-1], "median": counts[len(counts) // 2], "max_by_process": self.peak_by_process}
+
+
 # --- the honesty checks: a real image through the OpenAI SDK, nothing beyond 127.0.0.1 --------
 def sdk_check(proxy: Proxy) -> dict:
     """The official OpenAI SDK (the project's dev dependency) asks LiteLLM for 1 image, then for 4."""
@@ -349,7 +382,8 @@ def verified_start(proxy: Proxy) -> dict:
     """The first start, traced: SDK check and the connect() audit, then the proxy is stopped."""
     strace = shutil.which("strace")
     trace_dir = proxy.workdir / "litellm-strace"
-    trace_dir.mkdir(exist_ok=True)
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    trace_dir.mkdir()
     tracer = (
         [strace, "-f", "-qq", "-e", "trace=connect", "-ff", "-o", str(trace_dir / "trace")]
         if strace
@@ -402,9 +436,12 @@ def measure(stack: Stack, args, result: dict) -> dict:
             out["one_client_n4"] = n4
             print(f"  litellm n=4     : {n4}", flush=True)
         set_fake_latency(stack.fake_port, args.upstream_ms)
+        connections = UpstreamConnections(proxy)
+        connections.start()
         load = load_phase(
             proxy, meter, sampler, LITELLM_PATH, MASTER_KEY, args.clients, args.throughput_seconds
         )
+        load["upstream_connections"] = connections.summary()
         out["load"] = load
         print(f"  litellm load    : {load}", flush=True)
     finally:
@@ -431,7 +468,7 @@ def report_lines(result: dict, args) -> list[str]:
         theirs = get(lit)
         values = [get(paths[name]) for name in ours]
         cells = [f"{theirs}{unit}".rjust(12)] + [f"{v}{unit}".rjust(12) for v in values]
-        cells += [_ratio(v, theirs).rjust(14) for v in values]
+        cells += [_ratio(v, theirs).rjust(16) for v in values]
         return f"  {label:44}" + "".join(cells)
 
     versions_ = lit.get("versions", {})
@@ -452,7 +489,7 @@ def report_lines(result: dict, args) -> list[str]:
         f"  {'':44}"
         + "LiteLLM".rjust(12)
         + "".join(n.rjust(12) for n in ours)
-        + "".join(f"{n}/LiteLLM".rjust(14) for n in ours),
+        + "".join(f"{n}/LiteLLM".rjust(16) for n in ours),
         row("added p50, 1 client, upstream 0 ms (ms)", lambda d: d["one_client"]["added_ms_p50"]),
         row("added p99, 1 client (ms)", lambda d: d["one_client"]["added_ms_p99"]),
         row(
@@ -474,10 +511,16 @@ def report_lines(result: dict, args) -> list[str]:
     ]
     up = result["upstream_only"]
     in_flight = round(lit["load"]["images_per_s"] * args.upstream_ms / 1000, 1)
+    conns = lit["load"].get("upstream_connections") or {}
     lines.append(
-        f"  upstream alone: {up['images_per_s']} images/s at {args.clients} clients;"
-        f" LiteLLM held ~{in_flight} upstream calls in flight (images/s x upstream seconds);"
-        f" LiteLLM idle CPU {lit['idle_cpu_ms_per_s']} ms/s; startup {lit['startup_seconds']} s"
+        f"  upstream alone: {up['images_per_s']} images/s at {args.clients} clients; LiteLLM's connections"
+        f" to it under load: max {conns.get('max', '?')}, median {conns.get('median', '?')},"
+        f" max per worker {sorted((conns.get('max_by_process') or {}).values())}"
+        f" (images/s x upstream seconds = {in_flight} calls in flight)"
+    )
+    lines.append(
+        f"  LiteLLM idle CPU {lit['idle_cpu_ms_per_s']} ms/s; startup {lit['startup_seconds']} s;"
+        f" at that load {lit['load']['succeeded']}/{lit['load']['requests']} ok"
     )
     start, end = lit["load_average_at_start"], lit["load_average_at_end"]
     lines.append(
