@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import ipaddress
 import json
@@ -106,7 +107,6 @@ def _pip(*argv: str) -> subprocess.CompletedProcess:
 
 
 PROXY_REQUIREMENTS = """
-import sys
 from importlib.metadata import requires
 from packaging.requirements import Requirement
 for line in requires("litellm"):
@@ -129,8 +129,8 @@ def install() -> None:
         raise SystemExit(f"pip install litellm=={LITELLM_VERSION} failed:\n{done.stderr}")
     listed = subprocess.run(
         [str(VENV_PYTHON), "-c", PROXY_REQUIREMENTS], capture_output=True, text=True, check=True
-    ).stdout.split()
-    requirements = [line for line in listed if line]
+    ).stdout.splitlines()
+    requirements = [line.strip() for line in listed if line.strip()]
     for _ in range(len(requirements)):
         done = _pip(*requirements)
         if done.returncode == 0:
@@ -280,6 +280,8 @@ class Proxy(Stack):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
+            with contextlib.suppress(ProcessLookupError):  # a worker that outlived its parent
+                os.killpg(proc.pid, signal.SIGKILL)
         self.procs.clear()
 
 
