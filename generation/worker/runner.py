@@ -58,6 +58,7 @@ from generation.jobs.services import (
 )
 from generation.models import Job, RouteStatsMinute
 from tenants.errors import ImagegateError
+from tenants.selectors import organization_limits
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +412,8 @@ class JobRunner:
                 return
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())
-            await self.router.execute(plan, request, deadline=deadline, outcome=outcome)
+            weight = await self.db(_fair_weight, job)
+            await self.router.execute(plan, request, deadline=deadline, outcome=outcome, weight=weight)
             await self._finish(job, outcome)
         except asyncio.CancelledError:
             logger.info("job %s stopped: no longer ours", public_id)
@@ -448,6 +450,12 @@ class JobRunner:
             await self.db(job_cancel_settle, job=job, owner=self.owner)
         except Exception:  # the reaper settles it once the lease expires
             logger.exception("job %s: settling after cancel failed", job.public_id)
+
+
+def _fair_weight(job: Job) -> int:
+    """The tenant's share of a contended provider account: its plan's concurrency limit (the
+    organization and plan are already loaded by job_plan: no query)."""
+    return max(1, organization_limits(organization=job.organization).max_concurrent_jobs)
 
 
 _runner: JobRunner | None = None
