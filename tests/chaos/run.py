@@ -56,6 +56,7 @@ class Load:
         self.retry_after_missing = 0
         self.submitted: list[str] = []
         self.bystander: list[tuple[float, float, int]] = []  # (start unix time, seconds, status)
+        self.bystander_jobs: dict[str, tuple[float, float]] = {}  # job id -> (start, seconds)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.unavailable_at: list[float] = []
@@ -105,6 +106,7 @@ class Load:
                     self.bystander.append((started, elapsed, status))
                     if response is not None and status in (200, 202):
                         self.submitted.append(response.json()["id"])
+                        self.bystander_jobs[response.json()["id"]] = (started, elapsed)
                 time.sleep(0.2)
 
     def run(self) -> threading.Thread:
@@ -207,6 +209,7 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
         "slots_still_held": int(in_flight),
         "canceled_jobs_still_holding": held,
         "recorded_images_without_file": missing_files,
+        "bystander_time_p95_s": bystander_breakdown(stack, load, start, end),
         **notes,
     }
     total_reserved = int(reserved)
@@ -227,6 +230,40 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
         problems.append(f"{missing_files} recorded images lost their file")
     result["problems"] = problems
     return result
+
+
+def bystander_breakdown(stack: ChaosStack, load: Load, start: float, end: float) -> dict:
+    """Where the bystander's time went, p95 of each part, before and during the fault: waiting to
+    be claimed (created -> started), the upstream calls (attempts' ms), the rest of the run (waiting
+    for an upstream slot, loading, transcoding, storing, recording: started -> finished minus
+    upstream), and the web side (the HTTP call minus created
+    -> finished: the request before the job row, then hearing of the finish and answering)."""
+    with _db(stack) as conn:
+        rows = conn.execute(
+            "SELECT public_id, extract(epoch FROM started_at - created_at),"
+            " extract(epoch FROM finished_at - started_at),"
+            " extract(epoch FROM finished_at - created_at), attempts_log FROM generation_job"
+            " WHERE public_id = ANY(%s) AND status = 'succeeded'",
+            [list(load.bystander_jobs)],
+        ).fetchall()
+    parts: dict[str, dict[str, list[float]]] = {"before": {}, "during": {}}
+    for public_id, queued, ran, total, log in rows:
+        t, seconds = load.bystander_jobs[public_id]
+        phase = "before" if t + seconds < start else "during" if t <= end + 30 else None
+        if phase is None or queued is None or ran is None:
+            continue
+        upstream = sum(attempt.get("ms", 0) for attempt in log) / 1000
+        for name, value in (
+            ("claim_wait", float(queued)),
+            ("upstream", upstream),
+            ("run_other", float(ran) - upstream),
+            ("web", seconds - float(total)),
+        ):
+            parts[phase].setdefault(name, []).append(value)
+    return {
+        phase: {name: round(pct(values, 0.95), 3) for name, values in names.items()}
+        for phase, names in parts.items()
+    }
 
 
 def _kill(pid: int) -> None:
