@@ -210,7 +210,12 @@ def test_past_the_image_byte_budget_the_runner_claims_nothing_until_bytes_are_re
 
         def on_loop(fn, *args):
             done = threading.Event()
-            runner._loop.call_soon_threadsafe(lambda: (fn(*args), done.set()))
+
+            def call() -> None:
+                fn(*args)
+                done.set()
+
+            runner._loop.call_soon_threadsafe(call)
             assert done.wait(5)
 
         on_loop(runner.hold_image_bytes, 5000)  # another job's images, between answer and commit

@@ -219,7 +219,7 @@ def test_contended_slots_are_shared_by_weight(fair_backend):
         r = route(account_id=12, conc=4, timeout=60)
         deadline = time.monotonic() + 60
         held = [await limiter.acquire(r, 1, deadline=deadline, tenant="other") for _ in range(4)]
-        waiting = {"big": [], "small": []}
+        waiting: dict[str, list[asyncio.Future]] = {"big": [], "small": []}
         for tenant, weight in (("big", 3), ("small", 1)):
             for n in range(1, 7):
                 task = limiter.acquire(r, 1, deadline=deadline, tenant=tenant, weight=weight)
@@ -231,8 +231,11 @@ def test_contended_slots_are_shared_by_weight(fair_backend):
         served = {tenant: sum(t.done() for t in tasks) for tenant, tasks in waiting.items()}
         assert served == {"big": 3, "small": 1}
         for tasks in waiting.values():
-            for task in tasks:
-                task.cancel()
+            for pending in tasks:
+                if pending.done():
+                    await limiter.release(pending.result())
+                else:
+                    pending.cancel()
         await asyncio.gather(*(t for ts in waiting.values() for t in ts), return_exceptions=True)
         await limiter.close()
 
