@@ -544,8 +544,16 @@ def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
         load = Load(stack, jobs=jobs, rate=rate)
         joiner = load.run()
         fault_start = time.time() + 8
+        cpu_before = stack.cpu_seconds()
         notes = SCENARIOS[name](stack, load)
         fault_end = time.time()
+        cpu_after = stack.cpu_seconds()
+        # Cores each part of the stack kept busy while the scenario ran (machine: everything,
+        # including PostgreSQL, this load generator and whatever else shares the box).
+        notes["cores_busy"] = {
+            part: round((cpu_after[part] - cpu_before.get(part, 0.0)) / (fault_end - fault_start + 8), 2)
+            for part in cpu_after
+        }
         joiner.join()
         time.sleep(5)  # the bystander's last calls after the fault
         load.stop.set()

@@ -307,6 +307,28 @@ class ChaosStack:
                 raise SystemExit(f"nothing listens on {port}; logs in {self.workdir}")
             time.sleep(0.1)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each of our process groups (each was started in
+        a session of its own), and by the whole machine (every core, every process)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        groups = {proc.pid: name for name, proc in self.procs.items()}
+        used = dict.fromkeys(groups.values(), 0.0)
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = groups.get(int(fields[3])) or groups.get(int(fields[2]))  # session, else group
+            if name is not None:
+                used[name] += (int(fields[11]) + int(fields[12])) / tick
+        with open("/proc/stat") as stat:
+            cpu = stat.readline().split()[1:]
+        used["machine"] = (sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])) / tick
+        return used
+
     # --- the worker tree: qcluster (main) -> sentinel -> workers..., monitor, pusher --------
     def sentinel(self) -> int | None:
         kids = children(self.procs["worker"].pid)
