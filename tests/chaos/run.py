@@ -236,18 +236,19 @@ def bystander_breakdown(stack: ChaosStack, load: Load, start: float, end: float)
     """Where the bystander's time went, p95 of each part, before and during the fault: waiting to
     be claimed (created -> started), the upstream calls (attempts' ms), the rest of the run (waiting
     for an upstream slot, loading, transcoding, storing, recording: started -> finished minus
-    upstream), and the web side (the HTTP call minus created
-    -> finished: the request before the job row, then hearing of the finish and answering)."""
+    upstream), and the web side: the request until its job row
+    was inserted (auth, limits, the submit transaction), and from the finish to the client's answer
+    (the notification reaching the parked request, the response)."""
     with _db(stack) as conn:
         rows = conn.execute(
             "SELECT public_id, extract(epoch FROM started_at - created_at),"
-            " extract(epoch FROM finished_at - started_at),"
-            " extract(epoch FROM finished_at - created_at), attempts_log FROM generation_job"
+            " extract(epoch FROM finished_at - started_at), extract(epoch FROM created_at),"
+            " extract(epoch FROM finished_at), attempts_log FROM generation_job"
             " WHERE public_id = ANY(%s) AND status = 'succeeded'",
             [list(load.bystander_jobs)],
         ).fetchall()
     parts: dict[str, dict[str, list[float]]] = {"before": {}, "during": {}}
-    for public_id, queued, ran, total, log in rows:
+    for public_id, queued, ran, created, finished, log in rows:
         t, seconds = load.bystander_jobs[public_id]
         phase = "before" if t + seconds < start else "during" if t <= end + 30 else None
         if phase is None or queued is None or ran is None:
@@ -257,7 +258,8 @@ def bystander_breakdown(stack: ChaosStack, load: Load, start: float, end: float)
             ("claim_wait", float(queued)),
             ("upstream", upstream),
             ("run_other", float(ran) - upstream),
-            ("web", seconds - float(total)),
+            ("web_until_job_row", float(created) - t),
+            ("web_after_finish", t + seconds - float(finished)),
         ):
             parts[phase].setdefault(name, []).append(value)
     return {
