@@ -35,6 +35,9 @@ import psycopg
 from tests.chaos.stack import ChaosStack
 
 TERMINAL = ("succeeded", "failed", "canceled")
+# --short (CI) keeps every scenario and invariant but shortens the faults that are only long for
+# the sake of more samples (main() sets it).
+SHORT = False
 
 
 def pct(values: list[float], p: float) -> float:
@@ -313,12 +316,13 @@ def _time_to_next_bystander_success(load: Load, since: float, timeout: float) ->
 
 def scenario_redis(stack: ChaosStack, load: Load) -> dict:
     time.sleep(8)
+    down = 15 if SHORT else 30
     stack.redis_stop()
     print("  redis-server stopped", flush=True)
-    time.sleep(30)
+    time.sleep(down)
     stack.redis_start()
     print("  redis-server started", flush=True)
-    return {"redis_down_seconds": 30}
+    return {"redis_down_seconds": down}
 
 
 def scenario_postgres(stack: ChaosStack, load: Load) -> dict:
@@ -421,8 +425,9 @@ class _Trickler(threading.Thread):
 
 
 def scenario_hostile(stack: ChaosStack, load: Load) -> dict:
-    """Tenant beta turns hostile for 45 s: 200 parked waits of 4-image 4K webp jobs at its limit,
-    prompts the upstream refuses, a submit/cancel loop, and a webhook receiver that trickles."""
+    """Tenant beta turns hostile for 45 s (30 s with --short): 200 parked waits of 4-image 4K webp
+    jobs at its limit, prompts the upstream refuses, a submit/cancel loop, and a webhook receiver
+    that trickles."""
     time.sleep(8)
     trickler = _Trickler()
     trickler.start()
@@ -478,7 +483,7 @@ def scenario_hostile(stack: ChaosStack, load: Load) -> dict:
     threads += [threading.Thread(target=submit_cancel, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(45)
+    time.sleep(30 if SHORT else 45)
     stop.set()
     for thread in threads:
         thread.join(timeout=95)
@@ -522,24 +527,24 @@ def prepare_hostile(stack: ChaosStack) -> None:
 PREPARE = {"upstream": prepare_upstream, "hostile": prepare_hostile}
 
 
-def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
+def run_scenario(name: str, *, jobs: int, rate: float, keep: bool, snapshot: Path | None = None) -> dict:
     """One scenario on a fresh stack; once more on new ports if the stack could not start (a port
     chosen free was taken by another process before ours bound it)."""
     try:
-        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep)
+        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep, snapshot=snapshot)
     except SystemExit as exc:
         print(f"  stack did not start ({exc}); retrying on new ports", flush=True)
-        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep)
+        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep, snapshot=snapshot)
 
 
-def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
+def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool, snapshot: Path | None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
     stack = ChaosStack(workdir)
     print(f"scenario {name}: stack in {workdir}", flush=True)
     try:
         stack.pg_init()
         stack.redis_start()
-        stack.prepare()
+        stack.prepare(snapshot)
         if name in PREPARE:
             PREPARE[name](stack)
         stack.up()
@@ -590,12 +595,22 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="CI: 120 jobs per scenario instead of 300")
     parser.add_argument("--keep", action="store_true", help="keep the stack's directory (logs)")
     args = parser.parse_args()
+    global SHORT
+    SHORT = args.short
     jobs, rate = (120, 6.0) if args.short else (300, 6.0)
     results = []
-    for name in args.scenario or list(SCENARIOS):
-        result = run_scenario(name, jobs=jobs, rate=rate, keep=args.keep)
-        results.append(result)
-        print(json.dumps(result, indent=2), flush=True)
+    started = time.monotonic()
+    prepared = Path(tempfile.mkdtemp(prefix="chaos-prepared-"))
+    try:
+        for name in args.scenario or list(SCENARIOS):
+            result = run_scenario(name, jobs=jobs, rate=rate, keep=args.keep, snapshot=prepared / "db.dump")
+            results.append(result)
+            print(json.dumps(result, indent=2), flush=True)
+    finally:
+        import shutil
+
+        shutil.rmtree(prepared, ignore_errors=True)
+    print(f"chaos: {len(results)} scenario(s) in {time.monotonic() - started:.0f} s", flush=True)
     out = Path("var") / "chaos"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"result-{int(time.time())}.json").write_text(json.dumps(results, indent=2))
