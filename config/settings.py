@@ -338,6 +338,12 @@ GENERATION_REAPER_INTERVAL_SECONDS = env_int("GENERATION_REAPER_INTERVAL_SECONDS
 UPSTREAM_MAX_RESPONSE_BYTES = env_int("UPSTREAM_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, minimum=1024)
 # Upstream calls one worker process keeps in flight (they are asyncio tasks, not processes).
 GENERATION_RUNNER_MAX_JOBS = env_int("GENERATION_RUNNER_MAX_JOBS", 512, minimum=1)
+# Decoded upstream image bytes one worker process holds between the upstream answer and the
+# finished transaction (transcoding, storing). Past it the runner claims no new job until bytes are
+# released; jobs in flight go on (none fails, no image is dropped). 0: no limit.
+GENERATION_INFLIGHT_IMAGE_BYTES_MAX = env_int(
+    "GENERATION_INFLIGHT_IMAGE_BYTES_MAX", 512 * 1024 * 1024, minimum=0
+)
 # Threads the runner does its database work on (each keeps one pooled connection: with the webhook
 # senders and the task thread this stays under DB_POOL_MAX_SIZE). Load, finish and usage are
 # round trips, not CPU: at 128 clients on a loaded 2-core machine, 8 threads carried 21 images/s

@@ -61,6 +61,18 @@ class _ScrapeTimeCollector:
         )
         inflight.add_metric([], sum(b.get("inflight", 0) for b in beats))
         yield inflight
+        image_bytes = GaugeMetricFamily(
+            "imagegate_runner_inflight_image_bytes",
+            "Decoded upstream image bytes this machine's runners hold before their job is recorded.",
+        )
+        image_bytes.add_metric([], sum(b.get("image_bytes", 0) for b in beats))
+        yield image_bytes
+        paused = GaugeMetricFamily(
+            "imagegate_runner_claims_paused",
+            "Runners on this machine claiming no new job: GENERATION_INFLIGHT_IMAGE_BYTES_MAX reached.",
+        )
+        paused.add_metric([], sum(1 for b in beats if b.get("claims_paused")))
+        yield paused
 
     def _from_database(self):
         now = timezone.now()

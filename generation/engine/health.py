@@ -2,8 +2,10 @@
 
 Each worker process keeps its own book (it sees its own calls immediately); an opened circuit is
 also published to Redis with the cool-down as TTL, so every process stops sending to a failing
-route within a second. The sharing runs as `share()` on the runner's event loop with async Redis
-(never a blocking call on the loop); while Redis is down each process just keeps its own book.
+route within a second; a route closed to one tenant alone (its own failures) is shared the same
+way, so that tenant fails over in every process, not only in the one that saw it. The sharing
+runs as `share()` on the runner's event loop with async Redis (one pipelined round trip, never a
+blocking call on the loop); while Redis is down each process just keeps its own book.
 A route whose circuit is open is skipped until its cool-down ends; then one probe call at a time
 is let through (half-open): success closes the circuit, failure re-opens it with a longer cool-down.
 Counters are flushed to `RouteStatsMinute` for the operator dashboard.
@@ -38,6 +40,11 @@ COOLDOWN_MAX = 120.0
 
 def _circuit_key(route_id: int) -> str:
     return f"{settings.REDIS_PREFIX}:circuit:{route_id}"
+
+
+def _tenants_key(route_id: int) -> str:
+    """Hash: tenant -> unix ms until which the route is closed to that tenant alone."""
+    return f"{settings.REDIS_PREFIX}:circuit:{route_id}:tenants"
 
 
 def circuits_open(route_ids: list[int]) -> set[int]:
@@ -95,6 +102,10 @@ class HealthBook:
         self._states: dict[int, RouteState] = {}
         self._remote: set[int] = set()  # routes another process has open (see share())
         self._outbox: dict[int, float] = {}  # route id -> seconds open (0: closed), to publish
+        # Routes closed to one tenant: (route id, tenant) -> seconds, to publish; and as read back
+        # from every process: route id -> {tenant: unix time until}.
+        self._tenant_outbox: dict[tuple[int, str], float] = {}
+        self._remote_tenants: dict[int, dict[str, float]] = {}
 
     def state(self, route_id: int) -> RouteState:
         with self._lock:
@@ -109,15 +120,38 @@ class HealthBook:
         has open. `client` is a redis.asyncio client; errors propagate (the caller backs off)."""
         with self._lock:
             outbox, self._outbox = self._outbox, {}
+            tenant_outbox, self._tenant_outbox = self._tenant_outbox, {}
             route_ids = list(self._states)
+        now = time.time()
+        pipe = client.pipeline(transaction=False)
         for route_id, open_for in outbox.items():
             if open_for:
-                await client.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
+                pipe.set(_circuit_key(route_id), "1", px=int(open_for * 1000))
             else:
-                await client.delete(_circuit_key(route_id))
+                pipe.delete(_circuit_key(route_id))
+        for (route_id, tenant), blocked_for in tenant_outbox.items():
+            pipe.hset(_tenants_key(route_id), tenant, int((now + blocked_for) * 1000))
+            pipe.pexpire(_tenants_key(route_id), int(blocked_for * 1000) + 60_000)
         if route_ids:
-            flags = await client.mget([_circuit_key(route_id) for route_id in route_ids])
-            self._remote = {rid for rid, flag in zip(route_ids, flags, strict=True) if flag}
+            pipe.mget([_circuit_key(route_id) for route_id in route_ids])
+            for route_id in route_ids:
+                pipe.hgetall(_tenants_key(route_id))
+        results = await pipe.execute() if len(pipe) else []
+        if not route_ids:
+            return
+        reads = results[len(results) - len(route_ids) - 1 :]
+        flags, tenant_maps = reads[0], reads[1:]
+        self._remote = {rid for rid, flag in zip(route_ids, flags, strict=True) if flag}
+        remote_tenants: dict[int, dict[str, float]] = {}
+        for route_id, blocked in zip(route_ids, tenant_maps, strict=True):
+            live = {
+                (t.decode() if isinstance(t, bytes) else t): int(until) / 1000
+                for t, until in blocked.items()
+                if int(until) / 1000 > now
+            }
+            if live:
+                remote_tenants[route_id] = live
+        self._remote_tenants = remote_tenants
 
     def available(self, route_id: int, *, tenant: str = "") -> bool:
         """May a call (of `tenant`) go to this route now? (Closed, or half-open with no probe in
@@ -127,6 +161,8 @@ class HealthBook:
         with self._lock:
             if tenant and state.tenant_blocked.get(tenant, 0.0) > now:
                 return False
+            if tenant and self._remote_tenants.get(route_id, {}).get(tenant, 0.0) > time.time():
+                return False  # another process closed the route to this tenant
             if state.open_until:
                 return state.open_until <= now and state.probe_until <= now
         return not self._remote_is_open(route_id, now)
@@ -212,6 +248,7 @@ class HealthBook:
                 # One tenant's failures close the route to that tenant only (it fails over), for a
                 # short while; everyone else keeps using it.
                 state.tenant_blocked[tenant] = now + self.cooldown_start
+                self._tenant_outbox[(route_id, tenant)] = self.cooldown_start
                 state.consecutive_failures = 0
                 state.recent = deque(entry for entry in state.recent if entry[2] != tenant)
                 tripped = False

@@ -39,7 +39,7 @@ from generation.engine.providers.base import (
     UpstreamModelNotFound,
     UpstreamTimeout,
 )
-from generation.engine.upstream_limits import LimitWaitExceeded, UpstreamLimiter
+from generation.engine.upstream_limits import LimitWaitExceeded, UpstreamLimiter, Waiter
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +151,17 @@ class Router:
                 logger.exception("route %s: could not record the retired model", route.label)
 
     async def execute(
-        self, plan: RoutePlan, request: ProviderRequest, *, deadline: float, outcome: Outcome | None = None
+        self,
+        plan: RoutePlan,
+        request: ProviderRequest,
+        *,
+        deadline: float,
+        outcome: Outcome | None = None,
+        weight: int = 1,
     ) -> Outcome:
         """`outcome` may be the caller's: if the job is canceled mid-way, the images already
-        delivered by earlier calls are still in it (and are delivered and billed)."""
+        delivered by earlier calls are still in it (and are delivered and billed). `weight` is the
+        tenant's share of a contended provider account (the fair queue in upstream_limits)."""
         outcome = outcome if outcome is not None else Outcome()
         remaining = request.count
         primary = [r for r in self.health.order(plan.primary) if not self._is_gone(r)]
@@ -170,7 +177,7 @@ class Router:
         preacquired = None
         if fallback:
             preacquired, saturated_primary = await self._first_free(
-                primary, fallback, remaining, request.tenant
+                primary, fallback, remaining, request.tenant, weight
             )
             if preacquired and preacquired[1] is True:
                 queue = [(preacquired[0], True)] + [(r, fb) for r, fb in queue if r is not preacquired[0]]
@@ -192,7 +199,9 @@ class Router:
                 outcome.fallback_reason = (
                     f"{plan.tier} tier saturated" if saturated_primary else f"{plan.tier} tier unavailable"
                 )
-            remaining, stop = await self._serve_from(route, request, remaining, outcome, slot, deadline)
+            remaining, stop = await self._serve_from(
+                route, request, remaining, outcome, slot, deadline, weight
+            )
             if stop:
                 break
         if preacquired:
@@ -201,15 +210,18 @@ class Router:
             outcome.error = UpstreamError("No upstream route was available before the deadline.")
         return outcome
 
-    async def _first_free(self, primary, fallback, images, tenant: str) -> tuple[tuple | None, bool]:
+    async def _first_free(
+        self, primary, fallback, images, tenant: str, weight: int
+    ) -> tuple[tuple | None, bool]:
+        """A slot free right now (and not owed to a waiting tenant with a better claim)."""
         for route in primary:
             if self.health.available(route.id, tenant=tenant):
-                slot, _ = await self.limiter.try_acquire(route, images)
+                slot, _ = await self.limiter.try_acquire(route, images, Waiter(tenant, weight))
                 if slot is not None:
                     return (route, False, slot), False
         for route in fallback:
             if self.health.available(route.id, tenant=tenant):
-                slot, _ = await self.limiter.try_acquire(route, images)
+                slot, _ = await self.limiter.try_acquire(route, images, Waiter(tenant, weight))
                 if slot is not None:
                     return (route, True, slot), True
         return None, True
@@ -222,15 +234,20 @@ class Router:
         outcome: Outcome,
         slot,
         deadline: float,
+        weight: int = 1,
     ) -> tuple[int, bool]:
         """Try one route up to ATTEMPTS_PER_ROUTE times. Returns (images still missing, stop?)."""
         provider = provider_for(route.target)
         for attempt in range(ATTEMPTS_PER_ROUTE):
             if time.monotonic() >= deadline:
+                if slot is not None:  # pre-acquired for us: give it back, never leak it
+                    await self.limiter.release(slot)
                 return remaining, True
             if slot is None:
                 try:
-                    slot = await self.limiter.acquire(route, remaining, deadline=deadline)
+                    slot = await self.limiter.acquire(
+                        route, remaining, deadline=deadline, tenant=request.tenant, weight=weight
+                    )
                 except LimitWaitExceeded as exc:
                     outcome.error = UpstreamError(str(exc))
                     return remaining, False

@@ -84,7 +84,10 @@ def worker_health(*, now: float | None = None) -> WorkerHealth:
         return WorkerHealth(True, "database unreachable; runners beating", len(beats), inflight, None)
     if age is not None and age > stale:
         recent = max((b.get("last_claim_at", 0) for b in beats), default=0)
-        full = any(b.get("inflight", 0) >= settings.GENERATION_RUNNER_MAX_JOBS for b in beats)
+        full = any(
+            b.get("inflight", 0) >= settings.GENERATION_RUNNER_MAX_JOBS or b.get("claims_paused")
+            for b in beats
+        )
         if now - recent > stale and not full:
             return WorkerHealth(
                 False,

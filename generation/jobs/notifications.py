@@ -6,8 +6,10 @@ to the request parked on that job (`JobWaiter`), which answers without reading t
 A waiter registers *before* its job is enqueued, so the completion cannot slip past it. Without
 Redis (development on SQLite) waiters poll the job row. Either way the database stays the truth:
 pub/sub is fire-and-forget, so a waiter re-checks the row at once when the listener lost its
-subscription while it waited (a message may have gone by), and otherwise every
-SAFETY_POLL_SECONDS in case a publish failed. (It used to re-check every 2 s: with 128 parked
+subscription while it waited (a message may have gone by), every LISTENER_DOWN_POLL_SECONDS
+while the listener has no subscription (Redis down: a finished job is neither published nor
+heard; this used to wait for the safety re-check, 10 s), and otherwise every SAFETY_POLL_SECONDS
+in case a publish failed. (It used to re-check every 2 s: with 128 parked
 requests that was ~64 queries a second plus as many pool checkouts, a quarter of all database
 round trips under load, for messages that are lost only when Redis is.)
 """
@@ -33,6 +35,9 @@ SAFETY_POLL_SECONDS = 10.0
 # How often a waiter looks at whether the listener re-subscribed (cheap: no I/O).
 LISTENER_CHECK_SECONDS = 1.0
 DATABASE_POLL_SECONDS = 0.1
+# While the listener is not subscribed (Redis down, or not yet subscribed at start-up) a waiter
+# reads its job row this often instead: a finished job is not published then, or not heard.
+LISTENER_DOWN_POLL_SECONDS = 0.25
 
 
 def _channel() -> str:
@@ -82,13 +87,16 @@ class JobWaiter:
         while True:
             now = time.monotonic()
             remaining = deadline - now
-            if self.event.wait(max(0.0, min(remaining, LISTENER_CHECK_SECONDS, next_check - now))):
+            step = min(remaining, LISTENER_CHECK_SECONDS, next_check - now)
+            if not _waiters.listening:
+                step = min(step, LISTENER_DOWN_POLL_SECONDS)
+            if self.event.wait(max(0.0, step)):
                 return self.document if self.document is not None else True
             now = time.monotonic()
             if now >= deadline:
                 return _checked(is_done)
             missed = _waiters.subscription != self.subscription
-            if missed or now >= next_check:
+            if missed or now >= next_check or not _waiters.listening:
                 # Re-subscribed meanwhile: our message may have been published while nobody listened.
                 self.subscription = _waiters.subscription
                 next_check = now + SAFETY_POLL_SECONDS
@@ -111,6 +119,7 @@ class _Waiters:
         self._url = ""
         # Bumped on every (re)subscription; a waiter that sees it change re-checks the database.
         self.subscription = 0
+        self.listening = False  # subscribed now: a finished job's message would reach us
 
     def register(self, public_id: str) -> JobWaiter:
         with self._lock:
@@ -148,24 +157,29 @@ class _Waiters:
     def _listen(self, ready: threading.Event) -> None:
         backoff = 0.1
         url = self._url
-        while url == settings.REDIS_URL:
-            client = get_redis()
-            if client is None:
-                return
-            try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(_channel())
-                pubsub.get_message(timeout=1.0)  # the subscribe confirmation
-                self.subscription += 1
-                ready.set()
-                backoff = 0.1
-                for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._deliver(message["data"])
-            except Exception:  # reconnect; waiters poll meanwhile
-                logger.warning("job notification listener lost Redis; reconnecting", exc_info=True)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        try:
+            while url == settings.REDIS_URL:
+                client = get_redis()
+                if client is None:
+                    return
+                try:
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(_channel())
+                    pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+                    self.subscription += 1
+                    self.listening = True
+                    ready.set()
+                    backoff = 0.1
+                    for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._deliver(message["data"])
+                except Exception:  # reconnect; waiters poll meanwhile
+                    self.listening = False
+                    logger.warning("job notification listener lost Redis; reconnecting", exc_info=True)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            self.listening = False
 
 
 _waiters = _Waiters()

@@ -147,3 +147,32 @@ def test_failures_of_several_tenants_still_open_the_circuit(db):
     for tenant in ("a", "b", "c"):
         book.finished(9, ok=False, latency_ms=10, tenant=tenant)
     assert not book.available(9) and not book.available(9, tenant="a")
+
+
+def test_a_route_closed_to_one_tenant_is_closed_to_it_in_every_process(db, use_redis):
+    """The tenant whose own failures closed the route in one process fails over in the others too
+    (shared through Redis like an open circuit); every other tenant keeps the route everywhere."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from django.conf import settings
+
+    one, two = HealthBook(cooldown_start=30), HealthBook()
+    two.state(8)
+
+    async def scenario():
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        try:
+            one.finished(8, ok=True, latency_ms=10, tenant="bystander")
+            for _ in range(4):
+                one.finished(8, ok=False, latency_ms=10, error="upstream_server_error", tenant="hostile")
+            assert not one.available(8, tenant="hostile")
+            assert two.available(8, tenant="hostile")  # not shared yet
+            await one.share(client)
+            await two.share(client)
+            assert not two.available(8, tenant="hostile")
+            assert two.available(8, tenant="bystander") and two.available(8)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

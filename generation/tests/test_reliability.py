@@ -3,6 +3,7 @@ keeps its slot until its worker stops, an ambiguous commit never deletes billed 
 liveness check fails when no runner makes progress while work waits."""
 
 import json
+import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -185,3 +186,66 @@ def test_a_cancel_reaches_the_runner_at_once_and_gives_the_slot_back_when_it_sto
     assert not UsageRecord.objects.filter(job_public_id=job_id).exists()
     assert reserved(alice.organization) == 0
     assert get_runner().inflight.get(job_id) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_past_the_image_byte_budget_the_runner_claims_nothing_until_bytes_are_released(
+    alice, settings, tmp_path
+):
+    """GENERATION_INFLIGHT_IMAGE_BYTES_MAX: while a worker process holds that many decoded upstream
+    image bytes it claims no new job (and says so on /metrics); the job waits queued, nothing fails,
+    and once the bytes are released it is claimed and delivered whole, its own bytes counted."""
+    from django.test import Client
+
+    from generation.models import ProviderAccount
+    from generation.worker.runner import JobRunner
+
+    settings.GENERATION_INFLIGHT_IMAGE_BYTES_MAX = 1000
+    settings.GENERATION_INLINE_DOORBELL = False  # only our polling runner claims
+    settings.GENERATION_RUNNER_POLL_SECONDS = 0.05
+    settings.GENERATION_HEARTBEAT_DIR = tmp_path / "beats"
+    ProviderAccount.objects.filter(name="sandbox").update(options={"latency_ms": 10, "failure_rate": 0})
+    runner = JobRunner(poll=True)
+    try:
+
+        def on_loop(fn, *args):
+            done = threading.Event()
+
+            def call() -> None:
+                fn(*args)
+                done.set()
+
+            runner._loop.call_soon_threadsafe(call)
+            assert done.wait(5)
+
+        on_loop(runner.hold_image_bytes, 5000)  # another job's images, between answer and commit
+        response = alice.client().post("/v1/generations", {"prompt": "later", "count": 2}, format="json")
+        assert response.status_code == 202, response.content
+        job_id = response.json()["id"]
+        paused = runner.claims_paused_total
+        # Claim passes begun after the job was committed, each of which found the budget spent.
+        _until(lambda: runner.claims_paused_total >= paused + 3)
+        assert Job.objects.get(public_id=job_id).status == "queued"
+        assert not runner.has_capacity()
+        _until(lambda: b"imagegate_runner_claims_paused 1.0" in _metrics(Client))
+        assert b"imagegate_runner_inflight_image_bytes 5000.0" in _metrics(Client)
+
+        on_loop(runner.release_image_bytes, 5000)
+        _until(lambda: Job.objects.get(public_id=job_id).status == "succeeded")
+        job = Job.objects.get(public_id=job_id)
+        assert job.images_delivered == 2 and Image.objects.filter(job=job).count() == 2
+        assert runner.image_bytes == 0
+        assert runner.image_bytes_peak > 5000  # the job's own images were counted while held
+    finally:
+        runner.stop(timeout=5)
+
+
+def _metrics(client_class) -> bytes:
+    return client_class(REMOTE_ADDR="127.0.0.1").get("/metrics").content
+
+
+def _until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.05)

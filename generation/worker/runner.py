@@ -58,6 +58,7 @@ from generation.jobs.services import (
 )
 from generation.models import Job, RouteStatsMinute
 from tenants.errors import ImagegateError
+from tenants.selectors import organization_limits
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class JobRunner:
         self.claimed_total = 0
         self.finished_total = 0
         self.last_claim_at = 0.0  # unix time
+        # Decoded upstream image bytes held between the answer and the finished transaction
+        # (GENERATION_INFLIGHT_IMAGE_BYTES_MAX); changed on the loop thread only.
+        self.image_bytes = 0
+        self.image_bytes_peak = 0
+        self.claims_paused_total = 0  # claim passes skipped because the image budget was spent
         self._capacity = threading.Condition()
         self._db_pool = ThreadPoolExecutor(
             max_workers=settings.GENERATION_RUNNER_DB_THREADS, thread_name_prefix="runner-db"
@@ -177,12 +183,39 @@ class JobRunner:
             self._wake.set()
 
     def has_capacity(self) -> bool:
-        return self.accepting and len(self.inflight) < settings.GENERATION_RUNNER_MAX_JOBS
+        return (
+            self.accepting
+            and len(self.inflight) < settings.GENERATION_RUNNER_MAX_JOBS
+            and not self.images_over_budget()
+        )
 
-    def wait_for_capacity(self, timeout: float) -> None:
-        """Block the calling (task) thread until a job slot is free, woken when a job ends."""
+    def images_over_budget(self) -> bool:
+        limit = settings.GENERATION_INFLIGHT_IMAGE_BYTES_MAX
+        return bool(limit) and self.image_bytes >= limit
+
+    def wait_for_capacity(self, timeout: float) -> bool:
+        """Block the calling (task) thread until a job slot is free, woken when a job ends or
+        image bytes are released. False if there is still no room after `timeout`."""
         with self._capacity:
-            self._capacity.wait_for(self.has_capacity, timeout)
+            return self._capacity.wait_for(self.has_capacity, timeout)
+
+    def hold_image_bytes(self, size: int) -> int:
+        """On the loop thread: `size` decoded image bytes are now held (until released)."""
+        self.image_bytes += size
+        self.image_bytes_peak = max(self.image_bytes_peak, self.image_bytes)
+        return size
+
+    def release_image_bytes(self, size: int) -> None:
+        """On the loop thread: bytes handed on (stored, or dropped with a finished outcome); a
+        runner that stopped claiming over its budget claims again at once."""
+        if not size:
+            return
+        was_over = self.images_over_budget()
+        self.image_bytes -= size
+        if was_over and not self.images_over_budget():
+            with self._capacity:
+                self._capacity.notify_all()
+            self._wake.set()
 
     def reset_health(self) -> None:
         """Forget route health (tests; operators after fixing a route: circuits close at once)."""
@@ -258,6 +291,9 @@ class JobRunner:
             while self.accepting:
                 free = settings.GENERATION_RUNNER_MAX_JOBS - len(self.inflight)
                 if free <= 0:
+                    break
+                if self.images_over_budget():  # claimed again when bytes are released
+                    self.claims_paused_total += 1
                     break
                 limit = min(free, CLAIM_BATCH)
                 try:
@@ -400,6 +436,7 @@ class JobRunner:
     async def _run(self, public_id: str) -> None:
         job = None
         outcome = Outcome()
+        held = 0  # image bytes this job holds against the process's budget
         try:
             job = await self.db(job_load, public_id=public_id)
             try:
@@ -411,11 +448,14 @@ class JobRunner:
                 return
             expires = job.created_at + timedelta(seconds=settings.GENERATION_JOB_DEADLINE_SECONDS)
             deadline = time.monotonic() + max(1.0, (expires - timezone.now()).total_seconds())
-            await self.router.execute(plan, request, deadline=deadline, outcome=outcome)
+            weight = await self.db(_fair_weight, job)
+            await self.router.execute(plan, request, deadline=deadline, outcome=outcome, weight=weight)
+            held = self.hold_image_bytes(_image_bytes(outcome))
             await self._finish(job, outcome)
         except asyncio.CancelledError:
             logger.info("job %s stopped: no longer ours", public_id)
             if job is not None:
+                held = held or self.hold_image_bytes(_image_bytes(outcome))
                 await self._stopped_early(job, outcome)
         except Exception:
             logger.exception("job %s crashed", public_id)
@@ -427,6 +467,8 @@ class JobRunner:
                     code="internal_error",
                     message="An internal error occurred.",
                 )
+        finally:
+            self.release_image_bytes(held)
 
     async def _finish(self, job: Job, outcome: Outcome) -> None:
         """Record the outcome; a cancel arriving now no longer interrupts (job_succeed decides)."""
@@ -448,6 +490,16 @@ class JobRunner:
             await self.db(job_cancel_settle, job=job, owner=self.owner)
         except Exception:  # the reaper settles it once the lease expires
             logger.exception("job %s: settling after cancel failed", job.public_id)
+
+
+def _image_bytes(outcome: Outcome) -> int:
+    return sum(len(routed.image.data or b"") for routed in outcome.images)
+
+
+def _fair_weight(job: Job) -> int:
+    """The tenant's share of a contended provider account: its plan's concurrency limit (the
+    organization and plan are already loaded by job_plan: no query)."""
+    return max(1, organization_limits(organization=job.organization).max_concurrent_jobs)
 
 
 _runner: JobRunner | None = None
@@ -483,5 +535,7 @@ def _heartbeat_write(runner: JobRunner) -> None:
                 "claimed_total": runner.claimed_total,
                 "finished_total": runner.finished_total,
                 "last_claim_at": runner.last_claim_at,
+                "image_bytes": runner.image_bytes,
+                "claims_paused": runner.images_over_budget(),
             },
         )

@@ -68,8 +68,11 @@ def enqueue_run_job(*, public_id: str) -> None:
 
 def run_job(public_id: str) -> None:
     runner = get_runner()
-    # Back-pressure: a full runner leaves the doorbell to other worker processes for a while.
-    runner.wait_for_capacity(CAPACITY_WAIT_SECONDS)
+    # Back-pressure: a full runner (jobs, or image bytes in flight) leaves the doorbell to other
+    # worker processes for a while; still full, a polling runner leaves the job to its own poll
+    # (the job stays due and is claimed once there is room), a non-polling one takes it anyway.
+    if not runner.wait_for_capacity(CAPACITY_WAIT_SECONDS) and runner.poll:
+        return
     if job_claim(public_id=public_id, owner=runner.owner):
         runner.submit(public_id)
 

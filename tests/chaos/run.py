@@ -35,6 +35,9 @@ import psycopg
 from tests.chaos.stack import ChaosStack
 
 TERMINAL = ("succeeded", "failed", "canceled")
+# --short (CI) keeps every scenario and invariant but shortens the faults that are only long for
+# the sake of more samples (main() sets it).
+SHORT = False
 
 
 def pct(values: list[float], p: float) -> float:
@@ -56,6 +59,7 @@ class Load:
         self.retry_after_missing = 0
         self.submitted: list[str] = []
         self.bystander: list[tuple[float, float, int]] = []  # (start unix time, seconds, status)
+        self.bystander_jobs: dict[str, tuple[float, float]] = {}  # job id -> (start, seconds)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.unavailable_at: list[float] = []
@@ -105,6 +109,7 @@ class Load:
                     self.bystander.append((started, elapsed, status))
                     if response is not None and status in (200, 202):
                         self.submitted.append(response.json()["id"])
+                        self.bystander_jobs[response.json()["id"]] = (started, elapsed)
                 time.sleep(0.2)
 
     def run(self) -> threading.Thread:
@@ -181,8 +186,11 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
     media = Path(stack.env["IMAGEGATE_VAR_DIR"]) / "media"
     missing_files = sum(1 for (path,) in images if not (media / path).exists())
     start, end = fault_window
-    baseline = [s for t, s, code in load.bystander[2:] if t < start and code == 200]  # after warm-up
-    during = [s for t, s, code in load.bystander if start <= t <= end + 30 and code == 200]
+    # Baseline: calls that *ended* before the fault began (after warm-up). A call parked just before
+    # it and answered during it belongs to the fault (counted so, it once made the redis and
+    # postgres baselines read 10.0 s and 6.6 s). During: every call that overlapped the fault.
+    baseline = [s for t, s, code in load.bystander[2:] if t + s < start and code == 200]
+    during = [s for t, s, code in load.bystander if t + s >= start and t <= end + 30 and code == 200]
     unavailable_span = (max(load.unavailable_at) - min(load.unavailable_at)) if load.unavailable_at else 0.0
     result = {
         "scenario": name,
@@ -204,6 +212,7 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
         "slots_still_held": int(in_flight),
         "canceled_jobs_still_holding": held,
         "recorded_images_without_file": missing_files,
+        "bystander_time_p95_s": bystander_breakdown(stack, load, start, end),
         **notes,
     }
     total_reserved = int(reserved)
@@ -224,6 +233,42 @@ def report(name: str, stack: ChaosStack, load: Load, fault_window: tuple[float, 
         problems.append(f"{missing_files} recorded images lost their file")
     result["problems"] = problems
     return result
+
+
+def bystander_breakdown(stack: ChaosStack, load: Load, start: float, end: float) -> dict:
+    """Where the bystander's time went, p95 of each part, before and during the fault: waiting to
+    be claimed (created -> started), the upstream calls (attempts' ms), the rest of the run (waiting
+    for an upstream slot, loading, transcoding, storing, recording: started -> finished minus
+    upstream), and the web side: the request until its job row
+    was inserted (auth, limits, the submit transaction), and from the finish to the client's answer
+    (the notification reaching the parked request, the response)."""
+    with _db(stack) as conn:
+        rows = conn.execute(
+            "SELECT public_id, extract(epoch FROM started_at - created_at),"
+            " extract(epoch FROM finished_at - started_at), extract(epoch FROM created_at),"
+            " extract(epoch FROM finished_at), attempts_log FROM generation_job"
+            " WHERE public_id = ANY(%s) AND status = 'succeeded'",
+            [list(load.bystander_jobs)],
+        ).fetchall()
+    parts: dict[str, dict[str, list[float]]] = {"before": {}, "during": {}}
+    for public_id, queued, ran, created, finished, log in rows:
+        t, seconds = load.bystander_jobs[public_id]
+        phase = "before" if t + seconds < start else "during" if t <= end + 30 else None
+        if phase is None or queued is None or ran is None:
+            continue
+        upstream = sum(attempt.get("ms", 0) for attempt in log) / 1000
+        for name, value in (
+            ("claim_wait", float(queued)),
+            ("upstream", upstream),
+            ("run_other", float(ran) - upstream),
+            ("web_until_job_row", float(created) - t),
+            ("web_after_finish", t + seconds - float(finished)),
+        ):
+            parts[phase].setdefault(name, []).append(value)
+    return {
+        phase: {name: round(pct(values, 0.95), 3) for name, values in names.items()}
+        for phase, names in parts.items()
+    }
 
 
 def _kill(pid: int) -> None:
@@ -271,12 +316,13 @@ def _time_to_next_bystander_success(load: Load, since: float, timeout: float) ->
 
 def scenario_redis(stack: ChaosStack, load: Load) -> dict:
     time.sleep(8)
+    down = 15 if SHORT else 30
     stack.redis_stop()
     print("  redis-server stopped", flush=True)
-    time.sleep(30)
+    time.sleep(down)
     stack.redis_start()
     print("  redis-server started", flush=True)
-    return {"redis_down_seconds": 30}
+    return {"redis_down_seconds": down}
 
 
 def scenario_postgres(stack: ChaosStack, load: Load) -> dict:
@@ -379,8 +425,9 @@ class _Trickler(threading.Thread):
 
 
 def scenario_hostile(stack: ChaosStack, load: Load) -> dict:
-    """Tenant beta turns hostile for 45 s: 200 parked waits of 4-image 4K webp jobs at its limit,
-    prompts the upstream refuses, a submit/cancel loop, and a webhook receiver that trickles."""
+    """Tenant beta turns hostile for 45 s (30 s with --short): 200 parked waits of 4-image 4K webp
+    jobs at its limit, prompts the upstream refuses, a submit/cancel loop, and a webhook receiver
+    that trickles."""
     time.sleep(8)
     trickler = _Trickler()
     trickler.start()
@@ -436,7 +483,7 @@ def scenario_hostile(stack: ChaosStack, load: Load) -> dict:
     threads += [threading.Thread(target=submit_cancel, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(45)
+    time.sleep(30 if SHORT else 45)
     stop.set()
     for thread in threads:
         thread.join(timeout=95)
@@ -480,32 +527,40 @@ def prepare_hostile(stack: ChaosStack) -> None:
 PREPARE = {"upstream": prepare_upstream, "hostile": prepare_hostile}
 
 
-def run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
+def run_scenario(name: str, *, jobs: int, rate: float, keep: bool, snapshot: Path | None = None) -> dict:
     """One scenario on a fresh stack; once more on new ports if the stack could not start (a port
     chosen free was taken by another process before ours bound it)."""
     try:
-        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep)
+        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep, snapshot=snapshot)
     except SystemExit as exc:
         print(f"  stack did not start ({exc}); retrying on new ports", flush=True)
-        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep)
+        return _run_scenario(name, jobs=jobs, rate=rate, keep=keep, snapshot=snapshot)
 
 
-def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool) -> dict:
+def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool, snapshot: Path | None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
     stack = ChaosStack(workdir)
     print(f"scenario {name}: stack in {workdir}", flush=True)
     try:
         stack.pg_init()
         stack.redis_start()
-        stack.prepare()
+        stack.prepare(snapshot)
         if name in PREPARE:
             PREPARE[name](stack)
         stack.up()
         load = Load(stack, jobs=jobs, rate=rate)
         joiner = load.run()
         fault_start = time.time() + 8
+        cpu_before = stack.cpu_seconds()
         notes = SCENARIOS[name](stack, load)
         fault_end = time.time()
+        cpu_after = stack.cpu_seconds()
+        # Cores each part of the stack kept busy while the scenario ran (machine: everything,
+        # including PostgreSQL, this load generator and whatever else shares the box).
+        notes["cores_busy"] = {
+            part: round((cpu_after[part] - cpu_before.get(part, 0.0)) / (fault_end - fault_start + 8), 2)
+            for part in cpu_after
+        }
         joiner.join()
         time.sleep(5)  # the bystander's last calls after the fault
         load.stop.set()
@@ -540,12 +595,22 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="CI: 120 jobs per scenario instead of 300")
     parser.add_argument("--keep", action="store_true", help="keep the stack's directory (logs)")
     args = parser.parse_args()
+    global SHORT
+    SHORT = args.short
     jobs, rate = (120, 6.0) if args.short else (300, 6.0)
     results = []
-    for name in args.scenario or list(SCENARIOS):
-        result = run_scenario(name, jobs=jobs, rate=rate, keep=args.keep)
-        results.append(result)
-        print(json.dumps(result, indent=2), flush=True)
+    started = time.monotonic()
+    prepared = Path(tempfile.mkdtemp(prefix="chaos-prepared-"))
+    try:
+        for name in args.scenario or list(SCENARIOS):
+            result = run_scenario(name, jobs=jobs, rate=rate, keep=args.keep, snapshot=prepared / "db.dump")
+            results.append(result)
+            print(json.dumps(result, indent=2), flush=True)
+    finally:
+        import shutil
+
+        shutil.rmtree(prepared, ignore_errors=True)
+    print(f"chaos: {len(results)} scenario(s) in {time.monotonic() - started:.0f} s", flush=True)
     out = Path("var") / "chaos"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"result-{int(time.time())}.json").write_text(json.dumps(results, indent=2))

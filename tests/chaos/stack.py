@@ -7,6 +7,7 @@ ever stopped or killed; the shared PostgreSQL and Redis of the machine are never
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -206,7 +207,29 @@ class ChaosStack:
             proc.wait(5)
 
     # --- the app -------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare(self, snapshot: Path | None = None) -> None:
+        """Migrate and create the tenants. With `snapshot` (the run's first scenario writes it: a
+        pg_dump of the prepared database and the tenants' keys) later scenarios restore that
+        instead, which saves each of them the migrations and four Django start-ups."""
+        client = ["-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres"]
+        if snapshot is not None and snapshot.exists():
+            subprocess.run(
+                [_pg_bin("pg_restore"), *client, "-d", "imagegate", "--no-owner", str(snapshot)],
+                check=True,
+                capture_output=True,
+            )
+            self.keys = json.loads(snapshot.with_suffix(".keys").read_text())
+            return
+        self._prepare()
+        if snapshot is not None:
+            subprocess.run(
+                [_pg_bin("pg_dump"), *client, "-Fc", "-f", str(snapshot), "imagegate"],
+                check=True,
+                capture_output=True,
+            )
+            snapshot.with_suffix(".keys").write_text(json.dumps(self.keys))
+
+    def _prepare(self) -> None:
         self.manage("migrate", "--noinput")
         self.manage("createcachetable")
         for name in TENANTS:
@@ -306,6 +329,28 @@ class ChaosStack:
             if time.monotonic() > deadline:
                 raise SystemExit(f"nothing listens on {port}; logs in {self.workdir}")
             time.sleep(0.1)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each of our process groups (each was started in
+        a session of its own), and by the whole machine (every core, every process)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        groups = {proc.pid: name for name, proc in self.procs.items()}
+        used = dict.fromkeys(groups.values(), 0.0)
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = groups.get(int(fields[3])) or groups.get(int(fields[2]))  # session, else group
+            if name is not None:
+                used[name] += (int(fields[11]) + int(fields[12])) / tick
+        with open("/proc/stat") as stat:
+            cpu = stat.readline().split()[1:]
+        used["machine"] = (sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])) / tick
+        return used
 
     # --- the worker tree: qcluster (main) -> sentinel -> workers..., monitor, pusher --------
     def sentinel(self) -> int | None:
