@@ -56,9 +56,8 @@ from tenants.ids import new_public_id
 from tenants.limits import (
     concurrency_acquire,
     concurrency_release,
+    live_reserve,
     quota_release,
-    quota_reserve,
-    spend_reserve,
     spend_settle,
     test_images_reserve,
 )
@@ -230,8 +229,7 @@ def job_submit(
         with transaction.atomic():
             # Lock order (the release takes the same): quota month, key month, then the organization.
             if livemode:
-                period = quota_reserve(organization=organization, images=request.count)
-                spend_reserve(
+                period = live_reserve(
                     organization=organization,
                     api_key=api_key,
                     job_public_id=public_id,
@@ -296,36 +294,52 @@ def job_claim(*, public_id: str, owner: str) -> bool:
 
 
 def job_claim_due(*, owner: str, limit: int) -> list[str]:
+    """The public ids of `jobs_claim_due` (see there)."""
+    return [job.public_id for job in jobs_claim_due(owner=owner, limit=limit)]
+
+
+def jobs_claim_due(*, owner: str, limit: int) -> list[Job]:
     """Claim up to `limit` claimable jobs (queued, or running on an expired lease), oldest first, for
-    `owner`. The runner calls this on its own poll and doorbell, so execution never depends on a
-    broker message (or a worker pool a dead process can wedge, django-q2 #23). PostgreSQL: the rows
-    are locked with SKIP LOCKED, so concurrent runners split the queue without waiting on each
-    other; SQLite: the IMMEDIATE transaction makes the claim single-writer."""
+    `owner`, and return them loaded as `job_load` does (one SELECT for the batch, in the claim's
+    transaction, instead of one per job after it). The runner calls this on its own poll and
+    doorbell, so execution never depends on a broker message (or a worker pool a dead process can
+    wedge, django-q2 #23). PostgreSQL: the rows are locked with SKIP LOCKED, so concurrent runners
+    split the queue without waiting on each other; SQLite: the IMMEDIATE transaction makes the
+    claim single-writer."""
     if limit < 1:
         return []
     now = timezone.now()
     claimable = Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     with transaction.atomic():
-        rows = list(
+        pks = list(
             Job.objects.filter(claimable, attempts__lt=settings.GENERATION_MAX_ATTEMPTS)
             .order_by("pk")
             .select_for_update(skip_locked=True)
-            .values_list("pk", "public_id")[:limit]
+            .values_list("pk", flat=True)[:limit]
         )
-        if not rows:
+        if not pks:
             return []
-        Job.objects.filter(claimable, pk__in=[pk for pk, _ in rows]).update(
+        Job.objects.filter(claimable, pk__in=pks).update(
             status=Job.Status.RUNNING,
             lease_owner=owner,
             lease_expires_at=now + _lease(),
             attempts=F("attempts") + 1,
             started_at=Coalesce(F("started_at"), now),
         )
-    return [public_id for _, public_id in rows]
+        return list(
+            Job.objects.select_related("organization__plan")
+            .filter(pk__in=pks, status=Job.Status.RUNNING, lease_owner=owner)
+            .order_by("pk")
+        )
 
 
 def job_load(*, public_id: str) -> Job:
     return Job.objects.select_related("organization__plan").get(public_id=public_id)
+
+
+def job_prepare(*, job: Job) -> tuple[RoutePlan, ProviderRequest]:
+    """`job_plan` and `job_provider_request` together: one hop to a runner database thread."""
+    return job_plan(job=job), job_provider_request(job=job)
 
 
 def job_provider_request(*, job: Job) -> ProviderRequest:
