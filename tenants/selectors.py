@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import CharField, Value
 from django.utils import timezone
 
 from tenants.models import ApiKey, ApiKeyPeriod, Organization, QuotaPeriod
@@ -95,6 +96,13 @@ class SpendStatus:
         return headers
 
 
+@dataclass(frozen=True)
+class _Month:
+    images_reserved: int
+    spend_reserved: Decimal
+    spend_used: Decimal
+
+
 def _remaining(cap: Any, used: Any) -> Any:
     return None if cap is None else max(cap - used, 0)
 
@@ -105,10 +113,19 @@ def organization_spend_status(
     """The organization's month, and the key's when one is given (else its fields are empty)."""
     period_start = billing_period_start(now)
     limits = organization_limits(organization=organization)
-    month = QuotaPeriod.objects.filter(organization=organization, period_start=period_start).first()
-    key_month = (
-        ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start).first() if api_key else None
+    # Both months in one round trip (every POST /v1/generations answers with these headers).
+    columns = ("kind", "images_reserved", "spend_reserved", "spend_used")
+    rows = QuotaPeriod.objects.filter(organization=organization, period_start=period_start).annotate(
+        kind=Value("organization", output_field=CharField())
     )
+    query = rows.values_list(*columns)
+    if api_key is not None:
+        key_rows = ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start).annotate(
+            kind=Value("key", output_field=CharField())
+        )
+        query = query.union(key_rows.values_list(*columns), all=True)
+    found = {kind: _Month(*values) for kind, *values in query}
+    month, key_month = found.get("organization"), found.get("key")
     images = month.images_reserved if month else 0
     spend = month.spend_reserved if month else Decimal("0")
     key_images = key_month.images_reserved if key_month else 0
