@@ -99,6 +99,15 @@ def _money(amount: Decimal) -> str:
     return f"{amount.quantize(Decimal('0.01'))}"
 
 
+def _key_within(api_key: ApiKey, images: int, amount: Decimal) -> Q:
+    key_within = Q()
+    if api_key.monthly_image_cap is not None:
+        key_within &= Q(images_reserved__lte=api_key.monthly_image_cap - images)
+    if api_key.monthly_spend_cap is not None:
+        key_within &= Q(spend_reserved__lte=api_key.monthly_spend_cap - amount + CAP_TOLERANCE)
+    return key_within
+
+
 def spend_reserve(
     *,
     organization: Organization,
@@ -140,12 +149,7 @@ def spend_reserve(
             ApiKeyPeriod.objects.bulk_create(
                 [ApiKeyPeriod(api_key=api_key, period_start=period_start)], ignore_conflicts=True
             )
-        key_within = Q()
-        if api_key.monthly_image_cap is not None:
-            key_within &= Q(images_reserved__lte=api_key.monthly_image_cap - images)
-        if api_key.monthly_spend_cap is not None:
-            key_within &= Q(spend_reserved__lte=api_key.monthly_spend_cap - amount + CAP_TOLERANCE)
-        if not key_month.filter(key_within).update(
+        if not key_month.filter(_key_within(api_key, images, amount)).update(
             images_reserved=F("images_reserved") + images, spend_reserved=F("spend_reserved") + amount
         ):
             caps = []
@@ -168,35 +172,128 @@ def spend_reserve(
         )
 
 
+def live_reserve(
+    *,
+    organization: Organization,
+    api_key: ApiKey,
+    job_public_id: str,
+    images: int,
+    unit_price: Decimal,
+    now: datetime | None = None,
+) -> date:
+    """`quota_reserve` then `spend_reserve` for a live job, as job_submit needs them, in three
+    statements when the month's rows exist and every cap has room: the organization's month takes
+    the images and the worst-case spend in one conditional UPDATE, the key's month in another
+    (same lock order), then the reservation row. Anything else (first request of the month, a limit
+    reached) takes the step-by-step path, which creates the rows or raises the precise error; a
+    refused key cap gives the organization's take back first. Call it inside a transaction."""
+    if images < 1:
+        raise ValueError("images must be positive")
+    amount = unit_price * images
+    period_start = billing_period_start(now)
+    limit = organization_limits(organization=organization).monthly_images
+    cap = organization.monthly_spend_cap
+    within = Q(images_reserved__lte=limit - images)
+    if cap is not None:
+        within &= Q(spend_reserved__lte=cap - amount + CAP_TOLERANCE)
+    month = QuotaPeriod.objects.filter(organization=organization, period_start=period_start)
+    if not month.filter(within).update(
+        images_reserved=F("images_reserved") + images, spend_reserved=F("spend_reserved") + amount
+    ):
+        period = quota_reserve(organization=organization, images=images, now=now)
+        spend_reserve(
+            organization=organization,
+            api_key=api_key,
+            job_public_id=job_public_id,
+            images=images,
+            unit_price=unit_price,
+            now=now,
+        )
+        return period
+    key_month = ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start)
+    if not key_month.filter(_key_within(api_key, images, amount)).update(
+        images_reserved=F("images_reserved") + images, spend_reserved=F("spend_reserved") + amount
+    ):
+        month.update(  # still locked by us: give the take back, then the precise path
+            images_reserved=F("images_reserved") - images, spend_reserved=F("spend_reserved") - amount
+        )
+        period = quota_reserve(organization=organization, images=images, now=now)
+        spend_reserve(
+            organization=organization,
+            api_key=api_key,
+            job_public_id=job_public_id,
+            images=images,
+            unit_price=unit_price,
+            now=now,
+        )
+        return period
+    SpendReservation.objects.create(
+        job_public_id=job_public_id,
+        organization=organization,
+        api_key=api_key,
+        period_start=period_start,
+        images=images,
+        amount=amount,
+    )
+    return period_start
+
+
+def _settle_sql() -> str:
+    table = connection.ops.quote_name(SpendReservation._meta.db_table)
+    organizations = connection.ops.quote_name(Organization._meta.db_table)
+    return (
+        f"UPDATE {table} SET settled_at = %s, settled_images = %s, settled_amount = %s "  # noqa: S608 - our tables
+        "WHERE job_public_id = %s AND settled_at IS NULL "
+        "RETURNING organization_id, api_key_id, period_start, images, amount, "
+        f"(SELECT monthly_spend_cap FROM {organizations} WHERE id = {table}.organization_id)"
+    )
+
+
+def _decimal(field_name: str, model, value) -> Decimal | None:
+    """A decimal read by raw SQL as the ORM would return it (SQLite keeps them as floats)."""
+    if value is None:
+        return None
+    field = model._meta.get_field(field_name)
+    return field.to_python(value).quantize(Decimal(1).scaleb(-field.decimal_places))
+
+
 def spend_settle(*, job_public_id: str, images: int, amount: Decimal) -> bool:
     """A job ended having delivered `images` costing `amount`: give back the rest of its worst case,
     exactly once (a conditional UPDATE on the reservation), then e-mail any spend threshold crossed.
-    False when there was nothing to settle (test mode, or already settled)."""
-    with transaction.atomic():
-        if not SpendReservation.objects.filter(job_public_id=job_public_id, settled_at__isnull=True).update(
-            settled_at=timezone.now(), settled_images=images, settled_amount=amount
-        ):
+    False when there was nothing to settle (test mode, or already settled).
+
+    Runs inside the job's terminal transaction on every job end, so it is lean: the conditional
+    UPDATE returns the reservation and the organization's spend cap (one round trip instead of
+    three), and no savepoint is taken (an error propagates and rolls the whole finish back)."""
+    ops = connection.ops
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            _settle_sql(),
+            [
+                ops.adapt_datetimefield_value(timezone.now()),
+                images,
+                ops.adapt_decimalfield_value(amount, 14, 4),
+                job_public_id,
+            ],
+        )
+        row = cursor.fetchone()
+        if row is None:
             return False
-        reservation = SpendReservation.objects.get(job_public_id=job_public_id)
-        give_back = reservation.amount - amount
-        QuotaPeriod.objects.filter(
-            organization_id=reservation.organization_id, period_start=reservation.period_start
-        ).update(
+        organization_id, api_key_id, period_start, reserved_images, reserved, cap = row
+        period_start = SpendReservation._meta.get_field("period_start").to_python(period_start)
+        give_back = (_decimal("amount", SpendReservation, reserved) or ZERO) - amount
+        QuotaPeriod.objects.filter(organization_id=organization_id, period_start=period_start).update(
             spend_reserved=Greatest(F("spend_reserved") - give_back, Value(ZERO)),
             spend_used=F("spend_used") + amount,
         )
-        if reservation.api_key_id is not None:
-            ApiKeyPeriod.objects.filter(
-                api_key_id=reservation.api_key_id, period_start=reservation.period_start
-            ).update(
-                images_reserved=Greatest(F("images_reserved") - (reservation.images - images), 0),
+        if api_key_id is not None:
+            ApiKeyPeriod.objects.filter(api_key_id=api_key_id, period_start=period_start).update(
+                images_reserved=Greatest(F("images_reserved") - (reserved_images - images), 0),
                 spend_reserved=Greatest(F("spend_reserved") - give_back, Value(ZERO)),
                 spend_used=F("spend_used") + amount,
             )
-        if amount > 0:
-            spend_alerts_check(
-                organization_id=reservation.organization_id, period_start=reservation.period_start
-            )
+        if amount > 0 and _decimal("monthly_spend_cap", Organization, cap):  # no cap: no alert to check
+            spend_alerts_check(organization_id=organization_id, period_start=period_start)
     return True
 
 

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -56,9 +57,8 @@ from tenants.ids import new_public_id
 from tenants.limits import (
     concurrency_acquire,
     concurrency_release,
+    live_reserve,
     quota_release,
-    quota_reserve,
-    spend_reserve,
     spend_settle,
     test_images_reserve,
 )
@@ -230,8 +230,7 @@ def job_submit(
         with transaction.atomic():
             # Lock order (the release takes the same): quota month, key month, then the organization.
             if livemode:
-                period = quota_reserve(organization=organization, images=request.count)
-                spend_reserve(
+                period = live_reserve(
                     organization=organization,
                     api_key=api_key,
                     job_public_id=public_id,
@@ -296,36 +295,93 @@ def job_claim(*, public_id: str, owner: str) -> bool:
 
 
 def job_claim_due(*, owner: str, limit: int) -> list[str]:
+    """The public ids of `jobs_claim_due` (see there)."""
+    return [job.public_id for job in jobs_claim_due(owner=owner, limit=limit)]
+
+
+def jobs_claim_due(*, owner: str, limit: int) -> list[Job]:
     """Claim up to `limit` claimable jobs (queued, or running on an expired lease), oldest first, for
-    `owner`. The runner calls this on its own poll and doorbell, so execution never depends on a
-    broker message (or a worker pool a dead process can wedge, django-q2 #23). PostgreSQL: the rows
-    are locked with SKIP LOCKED, so concurrent runners split the queue without waiting on each
-    other; SQLite: the IMMEDIATE transaction makes the claim single-writer."""
+    `owner`, and return them loaded as `job_load` does (one SELECT for the batch, in the claim's
+    transaction, instead of one per job after it). The runner calls this on its own poll and
+    doorbell, so execution never depends on a broker message (or a worker pool a dead process can
+    wedge, django-q2 #23). PostgreSQL: the rows are locked with SKIP LOCKED, so concurrent runners
+    split the queue without waiting on each other; SQLite: the IMMEDIATE transaction makes the
+    claim single-writer."""
     if limit < 1:
         return []
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        return _claim_due_postgresql(owner=owner, limit=limit, now=now)
     claimable = Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     with transaction.atomic():
-        rows = list(
+        pks = list(
             Job.objects.filter(claimable, attempts__lt=settings.GENERATION_MAX_ATTEMPTS)
             .order_by("pk")
             .select_for_update(skip_locked=True)
-            .values_list("pk", "public_id")[:limit]
+            .values_list("pk", flat=True)[:limit]
         )
-        if not rows:
+        if not pks:
             return []
-        Job.objects.filter(claimable, pk__in=[pk for pk, _ in rows]).update(
+        Job.objects.filter(claimable, pk__in=pks).update(
             status=Job.Status.RUNNING,
             lease_owner=owner,
             lease_expires_at=now + _lease(),
             attempts=F("attempts") + 1,
             started_at=Coalesce(F("started_at"), now),
         )
-    return [public_id for _, public_id in rows]
+        return list(
+            Job.objects.select_related("organization__plan")
+            .filter(pk__in=pks, status=Job.Status.RUNNING, lease_owner=owner)
+            .order_by("pk")
+        )
+
+
+def _claim_due_sql() -> str:
+    job = connection.ops.quote_name(Job._meta.db_table)
+    return (
+        f"UPDATE {job} SET status = %s, lease_owner = %s, lease_expires_at = %s, "  # noqa: S608 - our table
+        "attempts = attempts + 1, started_at = COALESCE(started_at, %s) "
+        f"WHERE id IN (SELECT id FROM {job} "
+        "WHERE (status = %s OR (status = %s AND lease_expires_at < %s)) AND attempts < %s "
+        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING *"
+    )
+
+
+def _claim_due_postgresql(*, owner: str, limit: int, now) -> list[Job]:
+    """The same claim as one statement in autocommit (the queue pattern: the subquery locks up to
+    `limit` claimable rows, skipping those another runner holds, and the UPDATE returns them), so
+    a claim that finds nothing costs one round trip, and one that finds jobs two (their
+    organizations and plans, one SELECT for the batch)."""
+    running, queued = Job.Status.RUNNING, Job.Status.QUEUED
+    params = [
+        running,
+        owner,
+        now + _lease(),
+        now,
+        queued,
+        running,
+        now,
+        settings.GENERATION_MAX_ATTEMPTS,
+        limit,
+    ]
+    jobs = sorted(Job.objects.raw(_claim_due_sql(), params), key=lambda job: job.pk)
+    if jobs:
+        organizations = Organization.objects.select_related("plan").in_bulk(
+            {job.organization_id for job in jobs}
+        )
+        for job in jobs:  # each job its own instance, as select_related would give
+            job.organization = copy.copy(organizations[job.organization_id])
+    return jobs
 
 
 def job_load(*, public_id: str) -> Job:
     return Job.objects.select_related("organization__plan").get(public_id=public_id)
+
+
+def job_prepare(*, job: Job) -> tuple[RoutePlan, ProviderRequest]:
+    """`job_plan` and `job_provider_request` together: one hop to a runner database thread."""
+    return job_plan(job=job), job_provider_request(job=job)
 
 
 def job_provider_request(*, job: Job) -> ProviderRequest:

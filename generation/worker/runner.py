@@ -46,14 +46,13 @@ from generation.engine.upstream_limits import UpstreamLimiter
 from generation.jobs.liveness import heartbeat_remove, heartbeat_write
 from generation.jobs.services import (
     job_cancel_settle,
-    job_claim_due,
     job_complete,
     job_fail,
     job_load,
-    job_plan,
-    job_provider_request,
+    job_prepare,
     job_reap,
     job_renew_leases,
+    jobs_claim_due,
     jobs_no_longer_held,
 )
 from generation.models import Job, RouteStatsMinute
@@ -264,10 +263,10 @@ class JobRunner:
     async def lease_db(self, fn, /, *args, **kwargs):
         return await self._loop.run_in_executor(self._lease_pool, partial(_with_db, fn, *args, **kwargs))
 
-    def _start_job(self, public_id: str) -> None:
+    def _start_job(self, public_id: str, job: Job | None = None) -> None:
         if public_id in self.inflight:
             return
-        task = self._loop.create_task(self._run(public_id), name=public_id)
+        task = self._loop.create_task(self._run(public_id, job), name=public_id)
         self.inflight[public_id] = task
         self._started[public_id] = time.monotonic()
         task.add_done_callback(lambda _: self._job_done(public_id))
@@ -297,15 +296,15 @@ class JobRunner:
                     break
                 limit = min(free, CLAIM_BATCH)
                 try:
-                    claimed = await self.lease_db(job_claim_due, owner=self.owner, limit=limit)
+                    claimed = await self.lease_db(jobs_claim_due, owner=self.owner, limit=limit)
                 except Exception:  # the database is down: try again next poll
                     logger.warning("runner: claiming due jobs failed", exc_info=True)
                     break
                 if claimed:
                     self.claimed_total += len(claimed)
                     self.last_claim_at = time.time()
-                for public_id in claimed:
-                    self._start_job(public_id)
+                for job in claimed:  # loaded by the claim: no job_load per job
+                    self._start_job(job.public_id, job)
                 if len(claimed) < limit:
                     break
 
@@ -433,15 +432,14 @@ class JobRunner:
         for public_id in await self.lease_db(jobs_no_longer_held, public_ids=ids, owner=self.owner):
             self._cancel_local(public_id)
 
-    async def _run(self, public_id: str) -> None:
+    async def _run(self, public_id: str, claimed: Job | None = None) -> None:
         job = None
         outcome = Outcome()
         held = 0  # image bytes this job holds against the process's budget
         try:
-            job = await self.db(job_load, public_id=public_id)
+            job = claimed or await self.db(job_load, public_id=public_id)
             try:
-                plan = await self.db(job_plan, job=job)
-                request = await self.db(job_provider_request, job=job)
+                plan, request = await self.db(job_prepare, job=job)
             except ImagegateError as exc:
                 if not await self.db(job_fail, job=job, owner=self.owner, code=exc.code, message=exc.message):
                     await self.db(job_cancel_settle, job=job, owner=self.owner)  # canceled meanwhile

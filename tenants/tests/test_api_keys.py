@@ -59,3 +59,31 @@ def test_expiry_must_be_in_the_future(org_a):
             scopes=["read"],
             expires_at=timezone.now() - timedelta(1),
         )
+
+
+@pytest.mark.django_db
+def test_the_key_lookup_loads_what_the_orm_loads(alice):
+    """api_key_get_by_hash builds its join once per process: every field of the key, its
+    organization and the plan comes back as the ORM's select_related gives it (types included)."""
+    from decimal import Decimal
+
+    from tenants.models import Organization
+    from tenants.selectors import api_key_get_by_hash
+
+    Organization.objects.filter(pk=alice.organization.pk).update(
+        monthly_spend_cap=Decimal("12.34"), spend_alert_thresholds=[50, 90]
+    )
+    ApiKey.objects.filter(pk=alice.live_key.pk).update(monthly_image_cap=7)
+    expected = ApiKey.objects.select_related("organization__plan").get(pk=alice.live_key.pk)
+    loaded = api_key_get_by_hash(key_hash=expected.key_hash)
+    assert loaded is not None
+    for instance, reference in (
+        (loaded, expected),
+        (loaded.organization, expected.organization),
+        (loaded.organization.plan, expected.organization.plan),
+    ):
+        for field in type(reference)._meta.concrete_fields:
+            value, wanted = getattr(instance, field.attname), getattr(reference, field.attname)
+            assert (value, type(value)) == (wanted, type(wanted)), field.name
+    assert loaded.organization.spend_alert_thresholds == [50, 90]
+    assert api_key_get_by_hash(key_hash="0" * 64) is None
