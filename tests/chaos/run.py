@@ -572,6 +572,8 @@ def _run_scenario(name: str, *, jobs: int, rate: float, keep: bool, snapshot: Pa
             result.update(upstream_failovers(stack))
             if result["failed_by_code"]:
                 result["problems"].append("client-visible failures while the healthy route had capacity")
+            if not result["failed_upstream_attempts"]:  # the fault must have been exercised
+                result["problems"].append("no call reached the faulty route")
         if name == "kill" and result.get("max_recovery_seconds", 0) > 60:
             result["problems"].append("service did not continue within 60 s")
         if name == "hostile":

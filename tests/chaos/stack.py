@@ -109,6 +109,8 @@ class ChaosStack:
                 "GENERATION_REENQUEUE_AFTER_SECONDS": "5",
                 "WORKER_HEALTH_STALE_SECONDS": "20",
                 "WEBHOOK_ALLOW_PRIVATE_URLS": "1",  # the slow receiver of the hostile scenario
+                # The upstream scenario's second (faulty) account points at a fake on 127.0.0.1.
+                "PROVIDER_BASE_URL_HOSTS": "generativelanguage.googleapis.com,127.0.0.1",
             }
         )
         return env
