@@ -153,8 +153,10 @@ def test_rate_limit_is_429(alice, use_database_limits):
     org = alice.organization
     org.requests_per_minute_override = 1
     org.save()
-    assert alice.client().get(URL).status_code == 200
-    assert_error(alice.client().get(URL), 429, "rate_limited")
+    # Both requests in one fixed one-minute window (at 59.9 s they would straddle two windows).
+    with time_machine.travel(datetime.now(UTC).replace(second=5, microsecond=0), tick=True):
+        assert alice.client().get(URL).status_code == 200
+        assert_error(alice.client().get(URL), 429, "rate_limited")
 
 
 @pytest.mark.parametrize(

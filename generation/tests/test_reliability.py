@@ -179,8 +179,8 @@ def test_a_cancel_reaches_the_runner_at_once_and_gives_the_slot_back_when_it_sto
     started = time.monotonic()
     while in_flight(alice.organization) and time.monotonic() - started < 5:
         time.sleep(0.05)
+    # Within 5 s: neither at the end of the 20 s call nor at the next lease renewal (every 20 s).
     assert in_flight(alice.organization) == 0, "the runner did not stop within 5 s"
-    assert time.monotonic() - started < 3  # not at the next lease renewal (20 s), nor the 20 s call
     job = Job.objects.get(public_id=job_id)
     assert job.status == "canceled" and job.lease_owner == "" and job.images_delivered == 0
     assert not UsageRecord.objects.filter(job_public_id=job_id).exists()
