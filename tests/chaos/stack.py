@@ -6,6 +6,7 @@ ever stopped or killed; the shared PostgreSQL and Redis of the machine are never
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -367,16 +368,17 @@ class ChaosStack:
         return [pid for pid in children(self.procs["web"].pid) if alive(pid)]
 
     def down(self) -> None:
-        for name in ("web", "worker", "fake_upstream", "fake_upstream_2"):
-            proc = self.procs.get(name)
-            if proc and proc.poll() is None:
+        """Stop every process group started here. The group, not only its leader: after the kill
+        scenario a qcluster worker can outlive its sentinel and the main process (reparented to
+        init, still in our session's group), and it would keep running after the run."""
+        groups = {name: proc for name, proc in self.procs.items() if name != "redis"}
+        for proc in groups.values():
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in list(self.procs.items()):
-            if name == "redis":
-                continue
-            try:
+        for proc in groups.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):  # whatever of the group is still there
                 os.killpg(proc.pid, signal.SIGKILL)
         self.redis_stop()
         self.pg_stop("immediate")
