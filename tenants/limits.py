@@ -200,16 +200,7 @@ def live_reserve(
     if not month.filter(within).update(
         images_reserved=F("images_reserved") + images, spend_reserved=F("spend_reserved") + amount
     ):
-        period = quota_reserve(organization=organization, images=images, now=now)
-        spend_reserve(
-            organization=organization,
-            api_key=api_key,
-            job_public_id=job_public_id,
-            images=images,
-            unit_price=unit_price,
-            now=now,
-        )
-        return period
+        return _reserve_step_by_step(organization, api_key, job_public_id, images, unit_price, now)
     key_month = ApiKeyPeriod.objects.filter(api_key=api_key, period_start=period_start)
     if not key_month.filter(_key_within(api_key, images, amount)).update(
         images_reserved=F("images_reserved") + images, spend_reserved=F("spend_reserved") + amount
@@ -217,16 +208,7 @@ def live_reserve(
         month.update(  # still locked by us: give the take back, then the precise path
             images_reserved=F("images_reserved") - images, spend_reserved=F("spend_reserved") - amount
         )
-        period = quota_reserve(organization=organization, images=images, now=now)
-        spend_reserve(
-            organization=organization,
-            api_key=api_key,
-            job_public_id=job_public_id,
-            images=images,
-            unit_price=unit_price,
-            now=now,
-        )
-        return period
+        return _reserve_step_by_step(organization, api_key, job_public_id, images, unit_price, now)
     SpendReservation.objects.create(
         job_public_id=job_public_id,
         organization=organization,
@@ -494,3 +476,17 @@ def test_images_reserve(*, organization: Organization, images: int, now: float |
 
 
 test_images_reserve.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def _reserve_step_by_step(organization, api_key, job_public_id, images, unit_price, now):
+    """The precise path (first request of a month, or one a limit refuses: the exact error)."""
+    period = quota_reserve(organization=organization, images=images, now=now)
+    spend_reserve(
+        organization=organization,
+        api_key=api_key,
+        job_public_id=job_public_id,
+        images=images,
+        unit_price=unit_price,
+        now=now,
+    )
+    return period
